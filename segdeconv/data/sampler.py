@@ -1,0 +1,96 @@
+"""Sampling and collation that make runs exactly resumable and shardable.
+
+:class:`EpochSampler` draws epoch ``e``'s order from a generator seeded with ``(seed, e)`` and can
+start part-way through it, so a run resumed at (epoch, batch k) sees exactly the batches the
+uninterrupted run would have seen; with ``num_replicas > 1`` it shards the order like
+``DistributedSampler`` (padded to equal length for training, unpadded for evaluation).
+:class:`SeededItems` re-seeds every RNG an augmentation may use from ``(seed, epoch, index)`` so
+an item's augmentation does not depend on which worker loads it or on what came before.
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from segdeconv.data.base import IGNORE_INDEX
+
+
+class EpochSampler(Sampler[int]):
+    """Deterministic per-epoch order, rank sharding, and a start offset for mid-epoch resume."""
+
+    def __init__(
+        self,
+        length: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad: bool = True,
+    ) -> None:
+        self.length, self.shuffle, self.seed = int(length), shuffle, int(seed)
+        self.num_replicas, self.rank, self.pad = num_replicas, rank, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select epoch ``epoch``'s order and skip its first ``start`` samples (of this rank)."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        if self.pad and self.num_replicas > 1 and self.length % self.num_replicas:
+            extra = self.num_replicas - self.length % self.num_replicas
+            order += order[:extra]
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, len(self._order()) - self.start)
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so item ``i`` of epoch ``e`` is augmented with RNGs seeded by (seed, e, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int):
+        s = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)
+        s %= 2**32
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_seed"):  # albumentations ≥ 2 keeps its own generators
+            transform.set_random_seed(s)
+        return self.dataset[index]
+
+
+def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (image, mask) pairs, padding smaller ones at the bottom/right (image 0, mask 255)."""
+    h = max(int(img.shape[-2]) for img, _ in batch)
+    w = max(int(img.shape[-1]) for img, _ in batch)
+    imgs, masks = [], []
+    for img, mask in batch:
+        dh, dw = h - img.shape[-2], w - img.shape[-1]
+        imgs.append(F.pad(img, (0, dw, 0, dh)) if dh or dw else img)
+        masks.append(F.pad(mask, (0, dw, 0, dh), value=IGNORE_INDEX) if dh or dw else mask)
+    return torch.stack(imgs), torch.stack(masks)

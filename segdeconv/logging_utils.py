@@ -1,0 +1,74 @@
+"""TensorBoard and progress-bar helpers (rank 0 only; other ranks get silent stand-ins)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from segdeconv.data.base import denormalize
+from segdeconv.palette import colorize
+
+
+class _Silent:
+    """A no-op progress bar with tqdm's interface, for non-zero ranks and progress=false."""
+
+    def __init__(self, it: Iterable) -> None:
+        self.it = it
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def set_postfix(self, *a, **k) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(it: Iterable, enabled: bool, desc: str):
+    """tqdm over ``it`` (loss, lr, img/s in the postfix; ETA from tqdm) or a silent stand-in."""
+    if not enabled:
+        return _Silent(it)
+    return tqdm(it, desc=desc, dynamic_ncols=True, file=sys.stderr, mininterval=1.0, leave=False)
+
+
+class TBLogger:
+    """Scalars, per-class IoU and image | label | prediction grids in ``tb/``."""
+
+    def __init__(self, log_dir: Path, palette: Sequence[Sequence[int]]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir))
+        self.palette = palette
+
+    def scalars(self, values: dict, step: int) -> None:
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(k, v, step)
+
+    def metrics(self, m: dict, step: int) -> None:
+        self.scalars({f"val/{k}": m[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}, step)
+        self.scalars({f"val_iou/{k}": v for k, v in m["per_class_iou"].items()}, step)
+
+    def images(self, triples: list, step: int, tag: str = "val/image_label_prediction") -> None:
+        if not triples:
+            return
+        rows = [image_row(img, mask, pred, self.palette) for img, mask, pred in triples]
+        w = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows]
+        self.writer.add_image(tag, np.concatenate(rows, 0), step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def image_row(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, palette) -> np.ndarray:
+    """One (H, 3W, 3) uint8 row: de-normalized image | coloured label | coloured prediction."""
+    img = (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return np.concatenate([img, colorize(mask, palette), colorize(pred, palette)], 1)

@@ -1,0 +1,53 @@
+"""The mirrored decoder: unpool with the encoder's switches, then conv/transposed-conv stages."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from segdeconv.errors import ConfigError
+from segdeconv.models.layers import Switches, Unpool, conv_bn_relu
+from segdeconv.models.vgg import mirror_stages
+
+DECODER_KINDS = ("conv", "transposed")
+
+
+class MirroredDecoder(nn.Module):
+    """Unpool + [conv, BN, ReLU]×n per stage, deepest stage first (SegNet §3, Noh et al. §3.2).
+
+    ``kind="transposed"`` uses stride-1 transposed convolutions ("deconvolution" layers, as in
+    DeconvNet); ``"conv"`` plain convolutions (SegNet). ``drop_last`` leaves out the final conv of
+    the shallowest stage (SegNet: the classifier takes its place). ``relu=False`` gives
+    SegNet-Basic's linear decoder.
+    """
+
+    def __init__(
+        self,
+        stages: list[list[int]],
+        kernel_size: int = 3,
+        kind: str = "conv",
+        batch_norm: bool = True,
+        relu: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if kind not in DECODER_KINDS:
+            raise ConfigError(f"model.decoder={kind!r} is unknown; choose one of {DECODER_KINDS}")
+        plan = mirror_stages(stages)
+        if drop_last:
+            plan[-1] = plan[-1][:-1]
+        self.unpool = Unpool()
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                *[
+                    m
+                    for c_in, c_out in stage
+                    for m in conv_bn_relu(c_in, c_out, kernel_size, batch_norm, relu, kind == "transposed")
+                ]
+            )
+            for stage in plan
+        )
+        self.out_channels = plan[-1][-1][1]
+
+    def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
+        for stage, sw in zip(self.stages, reversed(switches)):
+            x = stage(self.unpool(x, sw))  # unpool: (B,C,h,w) -> (B,C,2h,2w) at the switch positions
+        return x

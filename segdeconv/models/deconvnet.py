@@ -1,0 +1,97 @@
+"""DeconvNet (Noh, Hong & Han, "Learning Deconvolution Network for Semantic Segmentation", ICCV 2015).
+
+Fig. 2 of the paper, top to bottom::
+
+    conv1–conv5 (VGG16 + BN), pool with switches        (B, 512, 7, 7)   at 224×224
+    fc6  7×7 conv 512→4096 (valid) + BN + ReLU           (B, 4096, 1, 1)
+    fc7  1×1 conv 4096→4096 + BN + ReLU                  (B, 4096, 1, 1)
+    fc6-deconv 7×7 transposed conv 4096→512 + BN + ReLU  (B, 512, 7, 7)
+    unpool5, deconv5 (512,512,512) … unpool1, deconv1 (64,64)   (B, 64, 224, 224)
+    score 1×1 conv 64→C                                  (B, C, 224, 224)
+
+251.8M parameters with 21 classes. fc6 needs a pool5 map of ≥ 7×7, i.e. inputs ≥ 224 px per side
+(≥ 193 with ceil-mode pools); smaller inputs get a clear error (pad them, or use sliding windows).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from segdeconv.models.decoder import MirroredDecoder
+from segdeconv.models.layers import init_weights
+from segdeconv.models.vgg import VGGEncoder, _load_vgg_state
+from segdeconv.models.validate import check_input
+
+FC_KERNEL = 7
+
+
+def _fc_block(conv: nn.Module, channels: int, batch_norm: bool) -> nn.Sequential:
+    layers = [conv] + ([nn.BatchNorm2d(channels)] if batch_norm else []) + [nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class DeconvNet(nn.Module):
+    """VGG16-BN encoder → fc6/fc7 as convolutions → fc6-deconv → mirrored unpool + deconv decoder.
+
+    ``checkpoint_fc=True`` recomputes the fc6/fc7/fc6-deconv activations in backward instead of
+    storing them (activation checkpointing, saves memory at large inputs).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: Optional[VGGEncoder] = None,
+        decoder: str = "transposed",
+        fc_channels: int = 4096,
+        checkpoint_fc: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.encoder = encoder if encoder is not None else VGGEncoder("vgg16", batch_norm=True)
+        enc, bn = self.encoder, self.encoder.batch_norm
+        c5 = enc.out_channels
+        fc = max(1, int(round(fc_channels * enc.width)))
+        self.fc6 = _fc_block(nn.Conv2d(c5, fc, FC_KERNEL), fc, bn)
+        self.fc7 = _fc_block(nn.Conv2d(fc, fc, 1), fc, bn)
+        self.fc6_deconv = _fc_block(nn.ConvTranspose2d(fc, c5, FC_KERNEL), c5, bn)
+        self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn)
+        self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, 1)
+        self.checkpoint_fc = checkpoint_fc
+        for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
+            init_weights(m)
+        if enc.weights:
+            self.load_fc_from_vgg(enc.weights)
+
+    def _fc(self, x: Tensor) -> Tensor:
+        x = self.fc6(x)  # (B, 4096, h-6, w-6)
+        x = self.fc7(x)  # (B, 4096, h-6, w-6)
+        return self.fc6_deconv(x)  # (B, 512, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.encoder, min_pooled=FC_KERNEL)
+        feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
+        if self.checkpoint_fc and torch.is_grad_enabled():
+            x = checkpoint(self._fc, feats, use_reentrant=False)
+        else:
+            x = self._fc(feats)
+        x = self.decoder(x, switches)  # (B, 64, H, W)
+        return self.classifier(x)  # (B, num_classes, H, W)
+
+    def load_fc_from_vgg(self, path: str) -> None:
+        """Initialise fc6/fc7 from torchvision's ``classifier.0``/``classifier.3`` Linear layers.
+
+        The 25088→4096 fc6 matrix is the 7×7×512 convolution reshaped (Long et al. 2015, §3.1).
+        """
+        state = _load_vgg_state(path)
+        w6, w7 = state.get("classifier.0.weight"), state.get("classifier.3.weight")
+        conv6, conv7 = self.fc6[0], self.fc7[0]
+        if w6 is None or w7 is None or w6.numel() != conv6.weight.numel() or w7.numel() != conv7.weight.numel():
+            return  # features-only file or a narrowed model: fc layers keep their random init
+        with torch.no_grad():
+            conv6.weight.copy_(w6.view_as(conv6.weight))
+            conv6.bias.copy_(state["classifier.0.bias"])
+            conv7.weight.copy_(w7.view_as(conv7.weight))
+            conv7.bias.copy_(state["classifier.3.bias"])

@@ -1,0 +1,155 @@
+"""VGG encoders built from one cfg table, with max-pool switches (Simonyan & Zisserman 2015).
+
+``features`` is an ``nn.Sequential`` laid out exactly like ``torchvision.models.vgg16(_bn).features``
+(conv, [BN], ReLU, …, pool), so ImageNet weights in torchvision's state-dict format load by name
+from a local file. The pools are :class:`~segdeconv.models.layers.Pool` modules that also return
+switches; decoders mirror the same table (:func:`mirror_stages`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from segdeconv.errors import CheckpointError, ConfigError
+from segdeconv.models.layers import Pool, Switches, conv_bn_relu, init_weights
+
+# name -> (channels per stage, kernel size). One table for every encoder and its mirrored decoder.
+CFGS: dict[str, tuple[list[list[int]], int]] = {
+    "vgg11": ([[64], [128], [256, 256], [512, 512], [512, 512]], 3),
+    "vgg13": ([[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]], 3),
+    "vgg16": ([[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]], 3),
+    # SegNet-Basic (Badrinarayanan et al. 2017, §4.1): 4 stages of 64 7×7 filters.
+    "basic": ([[64], [64], [64], [64]], 7),
+}
+
+
+def scaled_stages(arch: str, width: float) -> tuple[list[list[int]], int]:
+    """The cfg table of ``arch`` with every channel count multiplied by ``width`` (≥ 1 channel)."""
+    if arch not in CFGS:
+        raise ConfigError(f"model.encoder.arch={arch!r} is unknown; choose one of {sorted(CFGS)}")
+    if not width > 0:
+        raise ConfigError(f"model.encoder.width={width} must be > 0 (e.g. 1.0, 0.5, 0.25)")
+    stages, k = CFGS[arch]
+    return [[max(1, int(round(c * width))) for c in s] for s in stages], k
+
+
+def conv_names(stages: list[list[int]]) -> list[str]:
+    """Paper names of the convolutions: conv1_1, conv1_2, conv2_1, …"""
+    return [f"conv{i + 1}_{j + 1}" for i, s in enumerate(stages) for j in range(len(s))]
+
+
+class VGGEncoder(nn.Module):
+    """VGG conv stages whose pools record switches.
+
+    ``forward(x)`` returns ``(features, switches)``: features ``(B, C5, H/2^S, W/2^S)`` and one
+    :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
+    (``vgg16_bn-*.pth``) — never downloaded.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vgg16",
+        batch_norm: bool = True,
+        width: float = 1.0,
+        ceil_mode: bool = True,
+        compact_switches: bool = False,
+        in_channels: int = 3,
+        weights: Optional[Union[str, Path]] = None,
+    ) -> None:
+        super().__init__()
+        self.arch, self.batch_norm, self.width = arch, batch_norm, width
+        self.stages, self.kernel_size = scaled_stages(arch, width)
+        self.in_channels = in_channels
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for stage in self.stages:
+            for c in stage:
+                layers += conv_bn_relu(c_in, c, self.kernel_size, batch_norm)
+                c_in = c
+            layers.append(Pool(ceil_mode=ceil_mode, compact=compact_switches))
+        self.features = nn.Sequential(*layers)
+        self.out_channels = c_in
+        self.ceil_mode = ceil_mode
+        init_weights(self)
+        self.weights = str(weights) if weights else None
+        if weights:
+            self.load_pretrained(weights)
+
+    @property
+    def num_pools(self) -> int:
+        return len(self.stages)
+
+    def conv_layers(self) -> dict[str, nn.Conv2d]:
+        """``{"conv1_1": Conv2d, …}`` in forward order (used by the Zeiler & Fergus projection)."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        return dict(zip(conv_names(self.stages), convs))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
+        switches: list[Switches] = []
+        for m in self.features:
+            if isinstance(m, Pool):
+                x, sw = m(x)
+                switches.append(sw)
+            else:
+                x = m(x)
+        return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches
+
+    def load_pretrained(self, path: Union[str, Path]) -> None:
+        """Load ``features.*`` from a local torchvision VGG state dict; clear errors on any mismatch."""
+        state = _load_vgg_state(path)
+        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        if not feats:
+            raise CheckpointError(
+                f"{path}: no 'features.*' keys; expected a torchvision VGG state dict "
+                f"(e.g. vgg16_bn-6c64b313.pth) for model.encoder.weights"
+            )
+        own = self.features.state_dict()
+        bad = [k for k in own if k not in feats or feats[k].shape != own[k].shape]
+        if bad:
+            k = bad[0]
+            got = tuple(feats[k].shape) if k in feats else "missing"
+            raise CheckpointError(
+                f"{path}: does not fit encoder arch={self.arch} batch_norm={self.batch_norm} "
+                f"width={self.width} (features.{k}: file {got} vs model {tuple(own[k].shape)}); "
+                f"use vgg16_bn weights with model.encoder.batch_norm=true and width=1.0"
+            )
+        self.features.load_state_dict({k: feats[k] for k in own})
+
+
+def _load_vgg_state(path: Union[str, Path]) -> dict[str, Tensor]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(
+            f"model.encoder.weights={path}: file not found. Nothing is downloaded: save "
+            f"torchvision's VGG16-BN ImageNet state dict there (vgg16_bn-6c64b313.pth) or set "
+            f"model.encoder.weights=null to train from scratch"
+        )
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or a pickle with code in it
+        raise CheckpointError(f"model.encoder.weights={path}: cannot be read safely ({e})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"model.encoder.weights={path}: not a state dict")
+    return state
+
+
+def mirror_stages(stages: list[list[int]]) -> list[list[tuple[int, int]]]:
+    """Decoder (in, out) channels per stage, deepest first, mirroring the encoder table.
+
+    Each decoder stage keeps the stage's width and its last conv returns to the width of the
+    previous encoder stage, e.g. VGG16 → (512,512,512 | 512,512,256 | 256,256,128 | 128,64 | 64,64)
+    as in Noh et al. 2015, Fig. 2 / SegNet Fig. 2.
+    """
+    out: list[list[tuple[int, int]]] = []
+    for i in reversed(range(len(stages))):
+        chs = stages[i]
+        c, c_prev = chs[-1], (stages[i - 1][-1] if i > 0 else chs[0])
+        outs = [c] * (len(chs) - 1) + [c_prev]
+        ins = [c] + outs[:-1]
+        out.append(list(zip(ins, outs)))
+    return out

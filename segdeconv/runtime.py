@@ -1,0 +1,59 @@
+"""Hardware detection: which device, which autocast precision. Detect, never assume.
+
+bf16 autocast is only chosen where the hardware computes bf16 natively (CPU: avx512_bf16/AMX;
+GPU: Ampere+). On an AVX2-only CPU bf16 is emulated and ~50× slower, so ``auto`` means fp32 there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from segdeconv.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU executes bf16 matmuls/convs in hardware (avx512_bf16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
+def describe_cpu() -> str:
+    """One line for benchmark tables and logs, e.g. ``AVX512, native bf16, 2 threads``."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{cap}, {bf16}, {torch.get_num_threads()} threads"
+
+
+def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torch.device:
+    """``auto`` → cuda (this rank's GPU) if available else cpu; ``cuda`` without a GPU is an error."""
+    if name not in ("auto", "cpu", "cuda") and not str(name).startswith("cuda:"):
+        raise ConfigError(f"trainer.device={name!r} is unknown; use auto, cpu or cuda")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu (or auto)")
+    if str(name).startswith("cuda:"):
+        return torch.device(name)
+    return torch.device("cuda", local_rank or 0)
+
+
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is unknown; use one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("trainer.precision=fp16 is for GPUs; on CPU use bf16 (where native) or fp32")
+    return _DTYPES[precision]

@@ -1,0 +1,241 @@
+"""``fit(cfg)``: the wiring layer — the only library module that reads the Hydra config.
+
+It instantiates ``cfg.dataset.train/val``, ``cfg.model``, ``cfg.optimizer`` (partial) and
+``cfg.scheduler`` (partial, given ``total_steps``), then runs epochs of
+:func:`segdeconv.engine.train_batches` + :func:`segdeconv.engine.evaluate`, writing
+``checkpoints/{last,best}.pt``, ``tb/`` and ``val_metrics.json`` into ``cfg.output_dir``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segdeconv import __version__
+from segdeconv.checkpoint import load_checkpoint, load_model_state, save_checkpoint, unwrap
+from segdeconv.data.sampler import EpochSampler, SeededItems, pad_collate
+from segdeconv.distributed import DistInfo, cleanup, init_distributed
+from segdeconv.engine import LoopState, StepConfig, Throughput, evaluate, train_batches
+from segdeconv.errors import ConfigError
+from segdeconv.logging_utils import TBLogger, progress
+from segdeconv.rng import capture_rng, restore_rng, seed_everything
+from segdeconv.runtime import describe_cpu, resolve_device, resolve_precision
+from segdeconv.wiring import (
+    build_model,
+    check_config,
+    class_info,
+    dataset_classes,
+    make_criterion,
+)
+
+log = logging.getLogger("segdeconv")
+
+
+class Trainer:
+    """Holds everything one run needs; :meth:`fit` runs it. Built from a composed config."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        check_config(cfg)
+        self.cfg, t = cfg, cfg.trainer
+        self.out = Path(cfg.output_dir)
+        self.device = resolve_device(t.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.amp_dtype = resolve_precision(t.precision, self.device)
+        seed_everything(int(t.seed), bool(t.deterministic))
+        self.train_ds, self.val_ds = self._datasets()
+        self.class_names, self.palette = class_info(cfg, self.train_ds)
+        self.model = build_model(cfg, self.device, self.train_ds)
+        self.loaders()
+        self.steps_per_epoch = max(1, len(self.train_loader) // int(t.accumulate_grad_batches))
+        self.total_steps = int(t.max_steps) if t.max_steps else self.steps_per_epoch * int(t.max_epochs)
+        self.optimizer = instantiate(cfg.optimizer)(self.model.parameters())
+        self.scheduler = instantiate(cfg.scheduler)(self.optimizer, total_steps=self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        self.criterion = make_criterion(cfg, self.train_ds, self.out, self.device, self.dist.is_main)
+        self.state = LoopState()
+        self.train_model = self._wrap(self.model)
+        self.tb: Optional[TBLogger] = None
+
+    def _datasets(self):
+        train = SeededItems(instantiate(self.cfg.dataset.train), int(self.cfg.trainer.seed))
+        val = instantiate(self.cfg.dataset.val)
+        dataset_classes(self.cfg, train.dataset, val)
+        return train, val
+
+    def loaders(self) -> None:
+        d, t, info = self.cfg.dataset, self.cfg.trainer, self.dist
+        common = dict(
+            num_workers=int(d.num_workers),
+            pin_memory=self.device.type == "cuda",
+            collate_fn=pad_collate,
+            persistent_workers=False,
+        )
+        self.train_sampler = EpochSampler(len(self.train_ds), True, int(t.seed), info.world_size, info.rank)
+        self.train_loader = DataLoader(
+            self.train_ds, batch_size=int(d.batch_size), sampler=self.train_sampler, drop_last=True, **common
+        )
+        self.val_sampler = EpochSampler(len(self.val_ds), False, 0, info.world_size, info.rank, pad=False)
+        self.val_loader = DataLoader(self.val_ds, batch_size=int(d.get("val_batch_size") or d.batch_size),
+                                     sampler=self.val_sampler, **common)
+        if len(self.train_loader) == 0:
+            raise ConfigError(
+                f"dataset.batch_size={d.batch_size} is larger than the {len(self.train_ds)} training images "
+                f"(per process); lower dataset.batch_size"
+            )
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        t = self.cfg.trainer
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled:
+            if t.get("sync_bn"):
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if t.compile:
+            model = torch.compile(model)
+        return model
+
+    # ------------------------------------------------------------------ run
+    def fit(self) -> dict[str, Any]:
+        t = self.cfg.trainer
+        self._maybe_resume()
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.tb = TBLogger(self.out / "tb", self.palette)
+            log.info("device %s, precision %s, cpu %s", self.device, self.amp_dtype or "fp32", describe_cpu())
+        history: list[dict] = self._load_history()
+        try:
+            while not self._done():
+                self._train_epoch()
+                if self.state.epoch % int(t.val_every_epochs) == 0 or self._done():
+                    history.append(self._validate())
+                self._save_epoch(history)
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+            cleanup()
+        return history[-1] if history else {}
+
+    def _done(self) -> bool:
+        t = self.cfg.trainer
+        if t.max_steps:
+            return self.state.step >= int(t.max_steps)
+        return self.state.epoch >= int(t.max_epochs)
+
+    def _train_epoch(self) -> None:
+        s, t = self.state, self.cfg.trainer
+        self.train_sampler.set_epoch(s.epoch, start=s.batch_in_epoch * int(self.cfg.dataset.batch_size))
+        self.train_ds.epoch = s.epoch
+        step_cfg = StepConfig(self.device, self.amp_dtype, int(t.accumulate_grad_batches),
+                              bool(t.channels_last), t.grad_clip)
+        bar = progress(self.train_loader, self.dist.is_main and t.progress, f"epoch {s.epoch + 1}")
+        speed = Throughput()
+
+        def on_step(loss: float, images: int) -> bool:
+            ips = speed.add(images * self.dist.world_size)
+            lr = self.optimizer.param_groups[0]["lr"]
+            s.losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
+            if self.tb is not None and s.step % int(t.log_every_steps) == 0:
+                self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, s.step)
+            return not self._done()
+
+        train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
+                      self.scaler, step_cfg, s, on_step)
+        bar.close()
+        if not self._done() or s.batch_in_epoch >= len(self.train_loader):
+            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+
+    def _validate(self) -> dict:
+        t = self.cfg.trainer
+        grid: list = []
+
+        def keep(images, masks, pred):
+            if len(grid) < int(t.log_images):
+                grid.extend(zip(images.cpu(), masks.cpu(), pred.cpu()))
+
+        t0 = time.perf_counter()
+        cm = evaluate(self.model, self.val_loader, self.model.num_classes, self.device, self.amp_dtype,
+                      int(self.cfg.loss.ignore_index), bool(t.channels_last), on_batch=keep)
+        cm.all_reduce()
+        m = cm.compute(self.class_names)
+        m.update(epoch=self.state.epoch, step=self.state.step, seconds=round(time.perf_counter() - t0, 2))
+        if self.tb is not None:
+            self.tb.metrics(m, self.state.step)
+            self.tb.images(grid[: int(t.log_images)], self.state.step)
+        if self.dist.is_main:
+            log.info("epoch %d step %d: val mIoU %.4f pixel acc %.4f", self.state.epoch, self.state.step,
+                     m["mIoU"], m["pixel_acc"])
+        return m
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": s.epoch, "step": s.step, "batch_in_epoch": s.batch_in_epoch,
+            "best_metric": s.best_metric, "losses": list(s.losses),
+            "rng": capture_rng(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "class_names": list(self.class_names), "palette": [list(map(int, c)) for c in self.palette],
+            "version": __version__,
+        }
+
+    def _save_epoch(self, history: list[dict]) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt_dir = self.out / "checkpoints"
+        state = self.checkpoint_state()
+        save_checkpoint(state, ckpt_dir / "last.pt")
+        last = history[-1] if history else None
+        if last is not None and last.get("step") == self.state.step and last["mIoU"] > self.state.best_metric:
+            self.state.best_metric = last["mIoU"]
+            state["best_metric"] = last["mIoU"]
+            save_checkpoint(state, ckpt_dir / "best.pt")
+            save_checkpoint(state, ckpt_dir / "last.pt")
+        (self.out / "val_metrics.json").write_text(json.dumps(history, indent=1))
+
+    def _load_history(self) -> list[dict]:
+        p = self.out / "val_metrics.json"
+        return json.loads(p.read_text()) if self.state.step and p.is_file() else []
+
+    def _maybe_resume(self) -> None:
+        r = self.cfg.trainer.resume
+        if not r:
+            return
+        path = self.out / "checkpoints" / "last.pt" if r == "auto" else Path(r)
+        if r == "auto" and not path.is_file():
+            log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", path.parent)
+            return
+        ckpt = load_checkpoint(path)
+        load_model_state(unwrap(self.model), ckpt["model"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        s = self.state
+        s.epoch, s.step, s.batch_in_epoch = ckpt["epoch"], ckpt["step"], ckpt.get("batch_in_epoch", 0)
+        s.best_metric, s.losses = ckpt.get("best_metric", float("-inf")), list(ckpt.get("losses", []))
+        restore_rng(ckpt.get("rng"))
+        log.info("resumed from %s at epoch %d, step %d", path, s.epoch, s.step)
+
+
+def fit(cfg: DictConfig) -> dict[str, Any]:
+    """Train a model as ``cfg`` describes; returns the last validation metrics."""
+    return Trainer(cfg).fit()

@@ -1,0 +1,116 @@
+"""Config → objects, with every config mistake turned into a ConfigError naming the key."""
+from __future__ import annotations
+
+import colorsys
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from segdeconv.errors import ConfigError, UserError
+
+log = logging.getLogger("segdeconv")
+
+_POSITIVE_INTS = {
+    "dataset.batch_size": 1, "dataset.num_workers": 0, "trainer.max_epochs": 1,
+    "trainer.accumulate_grad_batches": 1, "trainer.val_every_epochs": 1, "trainer.log_every_steps": 1,
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if node is not None else None
+    return node
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap sanity checks of the composed config before anything heavy is built."""
+    for key, low in _POSITIVE_INTS.items():
+        v = _get(cfg, key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ConfigError(f"{key}={v!r} must be an integer ≥ {low}")
+    ms = _get(cfg, "trainer.max_steps")
+    if ms is not None and (not isinstance(ms, int) or ms < 1):
+        raise ConfigError(f"trainer.max_steps={ms!r} must be null or an integer ≥ 1")
+    mc, dc = _get(cfg, "model.num_classes"), _get(cfg, "dataset.num_classes")
+    if mc is not None and dc is not None and int(mc) != int(dc):
+        raise ConfigError(
+            f"model.num_classes={mc} but dataset {cfg.dataset.get('name', '')} has dataset.num_classes={dc}; "
+            f"drop the model.num_classes override (it follows the dataset)"
+        )
+
+
+def instantiate_node(node: DictConfig, key: str, *args: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that surfaces our UserErrors and names the config key otherwise."""
+    try:
+        return instantiate(node, *args, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, UserError) and (cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UserError):
+            raise cause from None
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"{key}: {msg} — check the {key}.* keys (`python train.py --cfg job` shows them)") from None
+
+
+def build_model(cfg: DictConfig, device: torch.device, dataset: Optional[Any] = None) -> nn.Module:
+    """Instantiate ``cfg.model`` on ``device``."""
+    model = instantiate_node(cfg.model, "model")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model._target_={cfg.model.get('_target_')} did not build an nn.Module")
+    return model.to(device)
+
+
+def dataset_classes(cfg: DictConfig, *datasets: Any) -> None:
+    """The datasets' own class count must match ``dataset.num_classes``."""
+    for ds in datasets:
+        n = getattr(ds, "num_classes", None)
+        if n is not None and int(n) != int(cfg.dataset.num_classes):
+            raise ConfigError(
+                f"dataset.num_classes={cfg.dataset.num_classes} but {type(ds).__name__} has {n} classes; "
+                f"set dataset.num_classes={n}"
+            )
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """Distinct colours for ``n`` classes (evenly spaced hues)."""
+    return [[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, n), 0.8, 0.95)] for i in range(n)]
+
+
+def class_info(cfg: DictConfig, dataset: Any) -> tuple[list[str], list[list[int]]]:
+    """Class names and palette: from the config if given, else from the dataset, else generated."""
+    n = int(cfg.dataset.num_classes)
+    names = cfg.dataset.get("class_names") or getattr(dataset, "class_names", None) or [str(i) for i in range(n)]
+    palette = cfg.dataset.get("palette") or getattr(dataset, "palette", None) or default_palette(n)
+    names, palette = [str(x) for x in names], [list(map(int, c)) for c in palette]
+    if len(names) != n or len(palette) < n:
+        raise ConfigError(
+            f"dataset.class_names has {len(names)} names and dataset.palette {len(palette)} colours "
+            f"but dataset.num_classes={n}; make them agree"
+        )
+    return names, palette
+
+
+def make_criterion(cfg: DictConfig, train_ds: Any, out_dir: Path, device: torch.device, verbose: bool) -> nn.Module:
+    """Cross-entropy with ``ignore_index`` and optional class weights (``loss.class_weights``)."""
+    spec = cfg.loss.get("class_weights")
+    weights = None
+    if spec is not None:
+        if isinstance(spec, str) or hasattr(spec, "__len__"):
+            from segdeconv.data.balance import resolve_class_weights
+
+            base = getattr(train_ds, "dataset", train_ds)
+            weights = resolve_class_weights(spec if isinstance(spec, str) else list(spec), base, out_dir)
+        if weights is not None and len(weights) != int(cfg.dataset.num_classes):
+            raise ConfigError(
+                f"loss.class_weights has {len(weights)} values but dataset.num_classes={cfg.dataset.num_classes}"
+            )
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=w, ignore_index=int(cfg.loss.ignore_index))
