@@ -34,7 +34,9 @@ from segdeconv.wiring import (
     check_config,
     class_info,
     dataset_classes,
+    eval_loader,
     make_criterion,
+    val_batch_size,
 )
 
 log = logging.getLogger("segdeconv")
@@ -85,9 +87,8 @@ class Trainer:
         self.train_loader = DataLoader(
             self.train_ds, batch_size=int(d.batch_size), sampler=self.train_sampler, drop_last=True, **common
         )
-        self.val_sampler = EpochSampler(len(self.val_ds), False, 0, info.world_size, info.rank, pad=False)
-        self.val_loader = DataLoader(self.val_ds, batch_size=int(d.get("val_batch_size") or d.batch_size),
-                                     sampler=self.val_sampler, **common)
+        self.val_loader = eval_loader(self.val_ds, val_batch_size(d), int(d.num_workers), self.device,
+                                      info.rank, info.world_size)
         if len(self.train_loader) == 0:
             raise ConfigError(
                 f"dataset.batch_size={d.batch_size} is larger than the {len(self.train_ds)} training images "

@@ -114,3 +114,38 @@ def make_criterion(cfg: DictConfig, train_ds: Any, out_dir: Path, device: torch.
             )
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
     return nn.CrossEntropyLoss(weight=w, ignore_index=int(cfg.loss.ignore_index))
+
+
+def val_batch_size(dataset_cfg: Any) -> int:
+    """The validation batch size (``dataset.val_batch_size``, default ``dataset.batch_size``)."""
+    return int(dataset_cfg.get("val_batch_size") or dataset_cfg["batch_size"])
+
+
+def eval_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.device, rank: int = 0,
+                world_size: int = 1):
+    """Ordered, rank-sharded (no padding, so nothing is counted twice) evaluation loader."""
+    from torch.utils.data import DataLoader
+
+    from segdeconv.data.sampler import EpochSampler, pad_collate
+
+    sampler = EpochSampler(len(dataset), False, 0, world_size, rank, pad=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", collate_fn=pad_collate)
+
+
+def model_from_checkpoint(ckpt: dict, device: torch.device, path: Any = "checkpoint") -> nn.Module:
+    """Rebuild the model from the config stored in ``ckpt`` and load its weights (eval mode)."""
+    from omegaconf import OmegaConf
+
+    from segdeconv.checkpoint import load_model_state
+    from segdeconv.errors import CheckpointError
+
+    cfg = ckpt.get("config") or {}
+    if "model" not in cfg:
+        raise CheckpointError(f"{path} has no model config; it was not written by segdeconv's trainer")
+    node = OmegaConf.create(cfg["model"])
+    if "encoder" in node and isinstance(node.encoder, DictConfig) and "weights" in node.encoder:
+        node.encoder.weights = None  # the checkpoint holds all weights; never re-read ImageNet files
+    model = instantiate_node(node, f"{path}: model")
+    load_model_state(model, ckpt["model"], path)
+    return model.to(device).eval()

@@ -1,0 +1,65 @@
+"""``evaluate_checkpoint(cfg)``: metrics of a checkpoint on a dataset split, from its own config."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from segdeconv.checkpoint import load_checkpoint
+from segdeconv.engine import evaluate
+from segdeconv.errors import ConfigError
+from segdeconv.metrics import format_table
+from segdeconv.runtime import resolve_device, resolve_precision
+from segdeconv.wiring import eval_loader, instantiate_node, model_from_checkpoint, val_batch_size
+
+log = logging.getLogger("segdeconv")
+
+
+def dataset_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
+    """The checkpoint's dataset config, or the one chosen on the command line, with root overridden."""
+    trained = OmegaConf.create(ckpt["config"]["dataset"])
+    chosen = cfg.get("dataset") or {}
+    ds = OmegaConf.merge(trained, {}) if "val" not in chosen else OmegaConf.create(
+        OmegaConf.to_container(chosen, resolve=True))
+    if int(ds.num_classes) != int(trained.num_classes):
+        raise ConfigError(
+            f"dataset {ds.get('name')} has {ds.num_classes} classes but the checkpoint was trained with "
+            f"{trained.num_classes}; evaluate on a dataset with the same classes"
+        )
+    root = chosen.get("root")
+    if root is not None:
+        ds.root = root
+        if "root" in ds.val:
+            ds.val.root = root
+    return ds
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json`` into ``cfg.output_dir``."""
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    train_cfg = ckpt["config"]
+    device = resolve_device(cfg.device)
+    precision = cfg.precision or train_cfg.get("trainer", {}).get("precision", "fp32")
+    amp_dtype = resolve_precision(precision, device)
+    ds_cfg = dataset_config(cfg, ckpt)
+    dataset = instantiate_node(ds_cfg.val, "dataset.val", split=cfg.split)
+    loader = eval_loader(dataset, int(cfg.batch_size or val_batch_size(ds_cfg)),
+                         int(cfg.num_workers if cfg.num_workers is not None else ds_cfg.num_workers), device)
+    model = model_from_checkpoint(ckpt, device, cfg.ckpt_path)
+    t0 = time.perf_counter()
+    cm = evaluate(model, loader, model.num_classes, device, amp_dtype,
+                  int(train_cfg.get("loss", {}).get("ignore_index", 255)))
+    seconds = time.perf_counter() - t0
+    m = cm.compute(ckpt.get("class_names"))
+    m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
+             precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(m, indent=1))
+    print(format_table(m))
+    print(f"{len(dataset)} images, {m['images_per_s']:.2f} img/s; metrics written to {out / 'metrics.json'}")
+    return m
