@@ -35,6 +35,7 @@ from segdeconv.wiring import (
     class_info,
     dataset_classes,
     eval_loader,
+    instantiate_node,
     make_criterion,
     val_batch_size,
 )
@@ -70,8 +71,8 @@ class Trainer:
         self.tb: Optional[TBLogger] = None
 
     def _datasets(self):
-        train = SeededItems(instantiate(self.cfg.dataset.train), int(self.cfg.trainer.seed))
-        val = instantiate(self.cfg.dataset.val)
+        train = SeededItems(instantiate_node(self.cfg.dataset.train, "dataset.train"), int(self.cfg.trainer.seed))
+        val = instantiate_node(self.cfg.dataset.val, "dataset.val")
         dataset_classes(self.cfg, train.dataset, val)
         return train, val
 

@@ -85,10 +85,10 @@ def default_palette(n: int) -> list[list[int]]:
 
 
 def class_info(cfg: DictConfig, dataset: Any) -> tuple[list[str], list[list[int]]]:
-    """Class names and palette: from the config if given, else from the dataset, else generated."""
+    """Class names and palette: the dataset's own, else the config's, else generated."""
     n = int(cfg.dataset.num_classes)
-    names = cfg.dataset.get("class_names") or getattr(dataset, "class_names", None) or [str(i) for i in range(n)]
-    palette = cfg.dataset.get("palette") or getattr(dataset, "palette", None) or default_palette(n)
+    names = getattr(dataset, "class_names", None) or cfg.dataset.get("class_names") or [str(i) for i in range(n)]
+    palette = getattr(dataset, "palette", None) or cfg.dataset.get("palette") or default_palette(n)
     names, palette = [str(x) for x in names], [list(map(int, c)) for c in palette]
     if len(names) != n or len(palette) < n:
         raise ConfigError(

@@ -73,15 +73,20 @@ class SeededItems(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index: int):
-        s = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)
-        s %= 2**32
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_seed"):  # albumentations ≥ 2 keeps its own generators
-            transform.set_random_seed(s)
-        return self.dataset[index]
+        s = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2**32
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG streams untouched
+            random.seed(s)
+            np.random.seed(s)
+            torch.manual_seed(s)
+            transform = getattr(self.dataset, "transform", None)
+            if hasattr(transform, "set_random_seed"):  # albumentations ≥ 2 keeps its own generators
+                transform.set_random_seed(s)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
 
 
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,76 @@
+"""Shared helpers for the data tests: where the real data lives, and tiny generated layouts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CAMVID = SHARED_DATA / "camvid"
+VOC_SAMPLE = SHARED_DATA / "voc_sample"
+
+
+def needs(path: Path) -> pytest.MarkDecorator:
+    """Skip unless the real dataset folder ``path`` is present."""
+    return pytest.mark.skipif(not path.is_dir(), reason=f"real data not found at {path} "
+                              "(the shared data folder next to the checkout)")
+
+
+def dataset_cfg(name: str, root: Path, **values: object) -> Any:
+    """``{"dataset": conf/dataset/<name>.yaml}`` with ``root`` (and ``values``) set, no Hydra."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"dataset": OmegaConf.load(REPO / "conf" / "dataset" / f"{name}.yaml")})
+    cfg.dataset.root = str(root)
+    for k, v in values.items():
+        cfg.dataset[k] = v
+    return cfg
+
+
+def write_png(path: Path, array: np.ndarray, palette: Optional[Sequence[int]] = None) -> Path:
+    """Write ``array`` (HxW -> 'L' or 'P' with ``palette``; HxWx3 -> 'RGB') as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.asarray(array, dtype=np.uint8))
+    if palette is not None:  # an 'L' image with a palette attached becomes 'P', indices kept
+        im.putpalette(list(palette))
+    im.save(path)
+    return path
+
+
+def rand_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def make_camvid(root: Path, splits: Sequence[str] = ("train", "val"), n: int = 2,
+                size: tuple[int, int] = (12, 16), list_prefix: str = "") -> Path:
+    """SegNet-layout CamVid with ``n`` random pairs per split (labels 0..11) and list files."""
+    rng = np.random.default_rng(0)
+    for s in splits:
+        lines = []
+        for k in range(n):
+            name = f"{s}_{k:03d}.png"
+            write_png(root / s / name, rand_image(*size, seed=k))
+            write_png(root / f"{s}annot" / name, rng.integers(0, 12, size))
+            lines.append(f"{list_prefix}{s}/{name} {list_prefix}{s}annot/{name}")
+        (root / f"{s}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_folder(root: Path, n: int = 2, size: tuple[int, int] = (12, 16), num_classes: int = 3,
+                split: Optional[str] = None) -> Path:
+    """``root[/split]/images/*.jpg`` + ``masks/*.png`` with labels 0..num_classes-1."""
+    base = root / split if split else root
+    rng = np.random.default_rng(1)
+    for k in range(n):
+        Image.fromarray(rand_image(*size, seed=k)).save(_mkdir(base / "images") / f"img{k}.jpg")
+        write_png(base / "masks" / f"img{k}.png", rng.integers(0, num_classes, size))
+    return root
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,120 @@
+"""Transforms keep image and mask aligned, resize masks NEAREST only and pad masks with ignore."""
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+
+from data_helpers import dataset_cfg
+from segdeconv.data.base import apply_joint
+from segdeconv.data.transforms import (PAD_FILL, build_preset, check_transform, noh_eval,
+                                       noh_train, segnet_eval, segnet_train)
+from segdeconv.errors import ConfigError
+
+# label k <-> colour COLOURS[k]; label 255 (ignore) <-> the padding colour
+COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]],
+                   dtype=np.uint8)
+
+
+def synthetic(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Blocky random labels (so resizing sees regions and edges) and the image they colour."""
+    rng = np.random.default_rng(seed)
+    mask = cv2.resize(rng.integers(0, len(COLOURS), (h // 8 + 1, w // 8 + 1), dtype=np.uint8),
+                      (w, h), interpolation=cv2.INTER_NEAREST)
+    return COLOURS[mask], mask
+
+
+def nearest_images(t: A.Compose) -> A.Compose:
+    """The same pipeline with the image also resampled NEAREST and colour jitter dropped, so a
+    pixel's colour must still name its label exactly."""
+    keep = []
+    for tr in t.transforms:
+        if isinstance(tr, A.ColorJitter):
+            continue
+        if hasattr(tr, "interpolation"):
+            tr.interpolation = cv2.INTER_NEAREST
+        keep.append(tr)
+    return A.Compose(keep)
+
+
+def assert_aligned(image: np.ndarray, mask: np.ndarray) -> None:
+    assert image.shape[:2] == mask.shape
+    labelled = mask != 255
+    assert np.array_equal(image[labelled], COLOURS[mask[labelled]])
+    assert (image[~labelled] == PAD_FILL).all()
+
+
+def yaml_transforms() -> dict[str, A.Compose]:
+    from hydra.utils import instantiate
+
+    out = {}
+    for name in ("camvid", "voc"):
+        cfg = dataset_cfg(name, "/unused")
+        for node in ("train", "val"):
+            out[f"{name}.{node}"] = instantiate(cfg.dataset[node].transform)
+    return out
+
+
+PIPELINES = {
+    "segnet_train": lambda: segnet_train(),
+    "segnet_train_resized": lambda: segnet_train(image_size=(200, 264), scale=0.3),
+    "segnet_eval": lambda: segnet_eval((180, 240)),
+    "noh_train": lambda: noh_train(),
+    "noh_train_short_side": lambda: noh_train(mode="short_side"),
+    "noh_eval": lambda: noh_eval(),
+    **{f"yaml:{k}": (lambda k=k: yaml_transforms()[k]) for k in ("camvid.train", "camvid.val",
+                                                                "voc.train", "voc.val")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_every_pipeline_keeps_labels_on_their_pixels(name: str) -> None:
+    t = PIPELINES[name]()
+    check_transform(t)
+    nearest = nearest_images(PIPELINES[name]())
+    for seed, (h, w) in enumerate([(360, 480), (197, 150), (375, 500)]):
+        image, mask = synthetic(h, w, seed)
+        for _ in range(3):
+            assert_aligned(*apply_joint(nearest, image, mask))
+            _, out = apply_joint(t, image, mask)  # real interpolation: no blended label values
+            assert set(np.unique(out).tolist()) <= set(range(len(COLOURS))) | {255}
+
+
+def test_output_sizes() -> None:
+    image, mask = synthetic(375, 500)
+    assert apply_joint(segnet_train(), image, mask)[1].shape == (360, 480)
+    assert apply_joint(noh_train(), image, mask)[1].shape == (224, 224)
+    assert apply_joint(segnet_eval(), image, mask)[1].shape == (375, 500)
+    img, m = apply_joint(noh_eval(), image, mask)
+    assert m.shape == (384, 512) and np.array_equal(m[:375, :500], mask)  # top-left, /32
+    assert apply_joint(noh_eval(), *synthetic(100, 60))[1].shape == (224, 224)
+    assert apply_joint(noh_eval(min_size=512), image, mask)[1].shape == (512, 512)
+
+
+def test_flip_moves_image_and_mask_together() -> None:
+    image, mask = synthetic(64, 96)
+    img, m = apply_joint(A.Compose([A.HorizontalFlip(p=1.0)]), image, mask)
+    assert np.array_equal(m, mask[:, ::-1]) and np.array_equal(img, image[:, ::-1])
+
+
+def test_colour_jitter_leaves_mask_alone() -> None:
+    image, mask = synthetic(64, 96)
+    img, m = apply_joint(A.Compose([A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)]), image, mask)
+    assert np.array_equal(m, mask) and not np.array_equal(img, image)
+
+
+@pytest.mark.parametrize("bad,words", [
+    (A.Resize(10, 10, mask_interpolation=cv2.INTER_LINEAR), "mask_interpolation=1"),
+    (A.PadIfNeeded(10, 10, fill_mask=0), "fill_mask=0"),
+    (A.Affine(scale=0.5), "fill_mask=0"),
+])
+def test_check_transform_rejects_label_unsafe_steps(bad: A.BasicTransform, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        check_transform(A.Compose([A.HorizontalFlip(), bad]))
+
+
+def test_presets_by_name() -> None:
+    assert isinstance(build_preset("noh_train", crop=128).transforms[2], A.RandomCrop)
+    with pytest.raises(ConfigError, match="unknown"):
+        build_preset("segnet")
