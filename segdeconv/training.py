@@ -155,9 +155,14 @@ class Trainer:
                 self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, s.step)
             return not self._done()
 
+        n0, t0 = len(s.losses), time.perf_counter()
         train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
                       self.scaler, step_cfg, s, on_step)
         bar.close()
+        if self.dist.is_main and len(s.losses) > n0:
+            dt = time.perf_counter() - t0
+            log.info("epoch %d: %d steps in %.0f s (%.2f img/s), mean loss %.4f", s.epoch + 1, len(s.losses) - n0,
+                     dt, speed.n / dt, sum(s.losses[n0:]) / (len(s.losses) - n0))
         if not self._done() or s.batch_in_epoch >= len(self.train_loader):
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
 
