@@ -37,3 +37,40 @@ def _omegaconf_message(e: OmegaConfBaseException) -> str:
     if type(e).__name__ == "MissingMandatoryValue":
         return f"{key} is required but not set; pass {key}=… on the command line"
     return f"{key}: {first}" if key else first
+
+
+def run_stamp() -> str:
+    """The ``<date>_<time>`` naming a run dir. Under torchrun all ranks of a node get the same one:
+    the launcher's (parent process's) start time, so they share one Hydra run dir."""
+    import time
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        try:
+            ticks = int(open(f"/proc/{os.getppid()}/stat").read().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+            return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(boot + ticks / os.sysconf("SC_CLK_TCK")))
+        except (OSError, ValueError, IndexError, StopIteration):
+            pass  # not Linux: fall back to the current time (pass hydra.run.dir=… to be sure)
+    return time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def rank_tag() -> str:
+    """``[rank N]`` under torchrun (for log lines and file names), empty for a single process."""
+    return f"[rank {os.environ.get('RANK', '0')}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
+def rank_suffix() -> str:
+    """``_rankN`` under torchrun (per-rank log file names), empty for a single process."""
+    return f"_rank{os.environ.get('RANK', '0')}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used by conf/*.yaml (``${run_stamp:}``, ``${rank_tag:}``, ``${rank_suffix:}``)."""
+    from omegaconf import OmegaConf
+
+    for name, fn in (("run_stamp", run_stamp), ("rank_tag", rank_tag), ("rank_suffix", rank_suffix)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

@@ -4,12 +4,18 @@ It instantiates ``cfg.dataset.train/val``, ``cfg.model``, ``cfg.optimizer`` (par
 ``cfg.scheduler`` (partial, given ``total_steps``), then runs epochs of
 :func:`segdeconv.engine.train_batches` + :func:`segdeconv.engine.evaluate`, writing
 ``checkpoints/{last,best}.pt``, ``tb/`` and ``val_metrics.json`` into ``cfg.output_dir``.
+
+Reliability: step checkpoints (``trainer.checkpoint_every_steps``, the last ``trainer.keep_last``
+kept) carry everything a bit-exact resume needs; ``trainer.resume=auto`` continues from the newest
+loadable one; SIGTERM/SIGINT finish the current step, save and exit 0; non-finite weights are never
+written over a checkpoint.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -21,11 +27,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segdeconv import __version__
-from segdeconv.checkpoint import load_checkpoint, load_model_state, save_checkpoint, unwrap
-from segdeconv.data.sampler import EpochSampler, SeededItems, pad_collate
+from segdeconv.checkpoint import (
+    check_resumable,
+    describe_model,
+    find_resumable,
+    load_checkpoint,
+    load_model_state,
+    prune_step_checkpoints,
+    remove_stale_temp_files,
+    resume_candidates,
+    save_checkpoint,
+    step_checkpoint_path,
+    unwrap,
+)
+from segdeconv.data.sampler import EpochSampler, SeededItems, loader_generator, pad_collate, quiet_worker
 from segdeconv.distributed import DistInfo, cleanup, init_distributed
-from segdeconv.engine import LoopState, StepConfig, Throughput, evaluate, train_batches
-from segdeconv.errors import ConfigError
+from segdeconv.engine import LoopState, NonFiniteLoss, StepConfig, StopRequest, Throughput, evaluate, train_batches
+from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.logging_utils import TBLogger, progress
 from segdeconv.rng import capture_rng, restore_rng, seed_everything
 from segdeconv.runtime import describe_cpu, resolve_device, resolve_precision
@@ -51,7 +69,7 @@ class Trainer:
         self.cfg, t = cfg, cfg.trainer
         self.out = Path(cfg.output_dir)
         self.device = resolve_device(t.device)
-        self.dist: DistInfo = init_distributed(self.device)
+        self.dist: DistInfo = init_distributed(self.device, float(t.get("dist_timeout_s", 300)))
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = resolve_precision(t.precision, self.device)
@@ -67,6 +85,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.criterion = make_criterion(cfg, self.train_ds, self.out, self.device, self.dist.is_main)
         self.state = LoopState()
+        self.history: list[dict] = []
+        self.stop = StopRequest()
         self.train_model = self._wrap(self.model)
         self.tb: Optional[TBLogger] = None
 
@@ -83,11 +103,14 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             collate_fn=pad_collate,
             persistent_workers=False,
+            worker_init_fn=quiet_worker if int(d.num_workers) else None,
         )
         self.train_sampler = EpochSampler(len(self.train_ds), True, int(t.seed), info.world_size, info.rank)
         self.train_loader = DataLoader(
-            self.train_ds, batch_size=int(d.batch_size), sampler=self.train_sampler, drop_last=True, **common
+            self.train_ds, batch_size=int(d.batch_size), sampler=self.train_sampler, drop_last=True,
+            generator=loader_generator(int(t.seed)), **common
         )
+        self.batches_per_epoch = len(self.train_loader)
         self.val_loader = eval_loader(self.val_ds, val_batch_size(d), int(d.num_workers), self.device,
                                       info.rank, info.world_size)
         if len(self.train_loader) == 0:
@@ -101,7 +124,10 @@ class Trainer:
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
-            if t.get("sync_bn"):
+            if t.get("sync_bn") and self.device.type != "cuda":
+                log.warning("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); "
+                            "keeping per-process BatchNorm on %s", self.device)
+            elif t.get("sync_bn"):
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
                 self.model = model
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -118,13 +144,19 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.tb = TBLogger(self.out / "tb", self.palette)
             log.info("device %s, precision %s, cpu %s", self.device, self.amp_dtype or "fp32", describe_cpu())
-        history: list[dict] = self._load_history()
+        history = self.history
         try:
-            while not self._done():
-                self._train_epoch()
-                if self.state.epoch % int(t.val_every_epochs) == 0 or self._done():
-                    history.append(self._validate())
-                self._save_epoch(history)
+            with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
+                while not self._done() and not self.stop.stopped:
+                    self._train_epoch()
+                    if self.stop.stopped:
+                        break
+                    if self.state.epoch % int(t.val_every_epochs) == 0 or self._done():
+                        history.append(self._validate())
+                    self._save_epoch(history)
+                    self.stop.stopped = not self._done() and self._stop_requested()  # signal in validation
+            if self.stop.stopped:
+                self._report_stop()
         finally:
             if self.tb is not None:
                 self.tb.close()
@@ -141,8 +173,9 @@ class Trainer:
         s, t = self.state, self.cfg.trainer
         self.train_sampler.set_epoch(s.epoch, start=s.batch_in_epoch * int(self.cfg.dataset.batch_size))
         self.train_ds.epoch = s.epoch
+        self.train_loader.generator = loader_generator(int(t.seed), s.epoch)  # worker seeds = f(seed, epoch)
         step_cfg = StepConfig(self.device, self.amp_dtype, int(t.accumulate_grad_batches),
-                              bool(t.channels_last), t.grad_clip)
+                              bool(t.channels_last), t.grad_clip, int(t.get("skip_nonfinite_steps") or 0))
         bar = progress(self.train_loader, self.dist.is_main and t.progress, f"epoch {s.epoch + 1}")
         speed = Throughput()
 
@@ -153,7 +186,8 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
             if self.tb is not None and s.step % int(t.log_every_steps) == 0:
                 self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, s.step)
-            return not self._done()
+            self._after_step()
+            return not self._done() and not self.stop.stopped
 
         n0, t0 = len(s.losses), time.perf_counter()
         train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
@@ -163,7 +197,9 @@ class Trainer:
             dt = time.perf_counter() - t0
             log.info("epoch %d: %d steps in %.0f s (%.2f img/s), mean loss %.4f", s.epoch + 1, len(s.losses) - n0,
                      dt, speed.n / dt, sum(s.losses[n0:]) / (len(s.losses) - n0))
-        if not self._done() or s.batch_in_epoch >= len(self.train_loader):
+        if self.stop.stopped:
+            return  # mid-epoch: the checkpoint holds batch_in_epoch, the resumed run continues there
+        if not self._done() or s.batch_in_epoch >= self.batches_per_epoch:
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
 
     def _validate(self) -> dict:
@@ -190,25 +226,39 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a bit-exact resume needs (plus the config/classes to rebuild the model)."""
         s = self.state
         return {
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": unwrap(self.model).state_dict(),  # BatchNorm running statistics included
+            "optimizer": self.optimizer.state_dict(),  # momentum / Adam moments
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": s.epoch, "step": s.step, "batch_in_epoch": s.batch_in_epoch,
-            "best_metric": s.best_metric, "losses": list(s.losses),
-            "rng": capture_rng(),
+            "epoch": s.epoch, "step": s.step, "batch_in_epoch": s.batch_in_epoch,  # sampler position
+            "best_metric": s.best_metric, "losses": list(s.losses), "history": list(self.history),
+            "skipped_steps": s.skipped_steps, "nonfinite_run": s.nonfinite_run,
+            "rng": capture_rng(),  # worker seeds and augmentations derive from (seed, epoch, index)
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "class_names": list(self.class_names), "palette": [list(map(int, c)) for c in self.palette],
             "version": __version__,
         }
 
+    def _checked_state(self) -> dict[str, Any]:
+        """:meth:`checkpoint_state`, refusing non-finite weights (they must never replace a good file)."""
+        state = self.checkpoint_state()
+        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:
+            raise NonFiniteLoss(
+                f"weights became non-finite ({bad}) by step {self.state.step}; nothing saved, the checkpoints in "
+                f"{self.out / 'checkpoints'} are intact. Lower optimizer.lr or set trainer.grad_clip"
+            )
+        return state
+
     def _save_epoch(self, history: list[dict]) -> None:
         if not self.dist.is_main:
             return
         ckpt_dir = self.out / "checkpoints"
-        state = self.checkpoint_state()
+        state = self._checked_state()
         save_checkpoint(state, ckpt_dir / "last.pt")
         last = history[-1] if history else None
         if last is not None and last.get("step") == self.state.step and last["mIoU"] > self.state.best_metric:
@@ -218,30 +268,107 @@ class Trainer:
             save_checkpoint(state, ckpt_dir / "last.pt")
         (self.out / "val_metrics.json").write_text(json.dumps(history, indent=1))
 
-    def _load_history(self) -> list[dict]:
-        p = self.out / "val_metrics.json"
-        return json.loads(p.read_text()) if self.state.step and p.is_file() else []
+    def _after_step(self) -> None:
+        """Step checkpoints every ``trainer.checkpoint_every_steps``; on SIGTERM/SIGINT save and stop."""
+        every, s = self.cfg.trainer.get("checkpoint_every_steps"), self.state
+        if every and s.step % int(every) == 0 and self.dist.is_main:
+            ckpt_dir = self.out / "checkpoints"
+            save_checkpoint(self._checked_state(), step_checkpoint_path(ckpt_dir, s.step))
+            prune_step_checkpoints(ckpt_dir, int(self.cfg.trainer.keep_last), s.step)
+        if not self._done() and self._stop_requested():  # the last step ends the run normally anyway
+            self.stop.stopped = True
+            if self.dist.is_main:
+                log.warning("received %s: finished step %d, saving a checkpoint", self.stop.name or "stop", s.step)
+                save_checkpoint(self._checked_state(), self.out / "checkpoints" / "last.pt")
 
+    def _stop_requested(self) -> bool:
+        """True once a stop signal arrived (under torchrun: on any rank, so all stop at the same step)."""
+        flag = self.stop.signum is not None
+        if self.dist.enabled:
+            t = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def _report_stop(self) -> None:
+        if not self.dist.is_main:
+            return
+        overrides: list[str] = ["…"]
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                overrides = [o for o in HydraConfig.get().overrides.task
+                             if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
+        except ImportError:
+            pass
+        cmd = " ".join(["python train.py", *map(shlex.quote, overrides), "trainer.resume=auto",
+                        shlex.quote(f"hydra.run.dir={self.out}")])
+        log.warning("stopped by %s at epoch %d, step %d; checkpoint: %s. Resume with:\n  %s",
+                    self.stop.name or "request", self.state.epoch + 1, self.state.step,
+                    self.out / "checkpoints" / "last.pt", cmd)
+
+    # ------------------------------------------------------------ resume
     def _maybe_resume(self) -> None:
-        r = self.cfg.trainer.resume
+        r, ckpt_dir = self.cfg.trainer.resume, self.out / "checkpoints"
         if not r:
+            if ckpt_dir.is_dir() and resume_candidates(ckpt_dir) and self.dist.is_main:
+                log.warning("%s already holds checkpoints; this new run overwrites them "
+                            "(trainer.resume=auto continues that run instead)", ckpt_dir)
             return
-        path = self.out / "checkpoints" / "last.pt" if r == "auto" else Path(r)
-        if r == "auto" and not path.is_file():
-            log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", path.parent)
-            return
-        ckpt = load_checkpoint(path)
+        if r == "auto":
+            if self.dist.is_main and ckpt_dir.is_dir():
+                for p in remove_stale_temp_files(ckpt_dir):
+                    log.info("removed %s (a checkpoint write that was interrupted)", p.name)
+            found = find_resumable(ckpt_dir) if ckpt_dir.is_dir() else None
+            if found is None:
+                log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
+                return
+            path, ckpt = found
+        else:
+            path = Path(str(r)).expanduser()
+            ckpt = load_checkpoint(path, key="trainer.resume")
+            check_resumable(ckpt, path)
+        self._load_training_state(path, ckpt)
+
+    def _load_training_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Restore model, optimizer, scheduler, scaler, counters, history and RNG from ``ckpt``."""
+        self._check_same_setup(path, ckpt)
         load_model_state(unwrap(self.model), ckpt["model"], path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its optimizer/scheduler state does not fit this run ({e}); "
+                                  f"resume with the optimizer=… and scheduler=… it was trained with") from None
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         s = self.state
         s.epoch, s.step, s.batch_in_epoch = ckpt["epoch"], ckpt["step"], ckpt.get("batch_in_epoch", 0)
         s.best_metric, s.losses = ckpt.get("best_metric", float("-inf")), list(ckpt.get("losses", []))
+        s.skipped_steps, s.nonfinite_run = ckpt.get("skipped_steps", 0), ckpt.get("nonfinite_run", 0)
+        self.history = list(ckpt["history"]) if "history" in ckpt else self._load_history()
         restore_rng(ckpt.get("rng"))
-        log.info("resumed from %s at epoch %d, step %d", path, s.epoch, s.step)
+        log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, s.epoch + 1, s.step,
+                 s.batch_in_epoch)
 
+    def _check_same_setup(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """A checkpoint of another architecture/class count/optimizer: one error naming both."""
+        was, now = ckpt.get("config") or {}, OmegaConf.to_container(self.cfg, resolve=True)
+        for key, describe in (("model", describe_model), ("optimizer", lambda c: c.get("_target_"))):
+            a, b = was.get(key), now.get(key)
+            if isinstance(a, dict) and isinstance(b, dict) and describe(a) != describe(b):
+                raise CheckpointError(
+                    f"{path} was trained with {key} {describe(a)} but this run builds {describe(b)}; resume with "
+                    f"the same {key}/dataset options, or start a new run without trainer.resume"
+                )
+
+    def _load_history(self) -> list[dict]:
+        """Validation history of checkpoints older than the ``history`` entry: val_metrics.json, cut at the
+        resume point."""
+        p, s = self.out / "val_metrics.json", self.state
+        hist = json.loads(p.read_text()) if s.step and p.is_file() else []
+        return [h for h in hist if h.get("step", 0) <= s.step and h.get("epoch", 0) <= s.epoch]
 
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Train a model as ``cfg`` describes; returns the last validation metrics."""
