@@ -1,11 +1,16 @@
 """Shared fixtures: config composition and one tiny trained checkpoint per test session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
-from hydra import compose, initialize_config_dir
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared by pytest, CLI
+# subprocesses and torchrun workers, spinning threads slow every process down many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
