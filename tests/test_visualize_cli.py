@@ -1,0 +1,65 @@
+"""``python visualize.py``: checkpoint → top-k projections → PNGs, index.html, TensorBoard."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from conftest import compose_cfg
+
+from segdeconv.errors import CheckpointError, ConfigError
+from segdeconv.visualize.run import visualize
+from segdeconv.wiring import model_from_checkpoint
+
+
+def run(ckpt: Path, out: Path, *extra: str) -> dict:
+    return visualize(compose_cfg([
+        f"ckpt_path={ckpt}", f"output_dir={out}", "progress=false", "layers=[conv2_2,conv3_3]",
+        "channels=[0,3]", "topk=2", "tile_px=16", *extra,
+    ], "visualize"))
+
+
+def test_end_to_end_writes_figures_index_and_tensorboard(tiny_ckpt, tmp_path):
+    fig = tmp_path / "docs" / "zf.png"
+    facts = run(tiny_ckpt, tmp_path / "run", "method=[deconvnet,guided_backprop]", f"figure_out={fig}")
+    out = tmp_path / "run"
+    for name in ("conv2_2.png", "conv3_3.png", "figure.png", "index.html", "topk.json"):
+        assert (out / name).is_file(), name
+    assert fig.is_file() and list((out / "tb").glob("events.out.tfevents.*"))
+    assert "SyntheticShapes split=val (8 images)" in facts["dataset"]  # the checkpoint's dataset
+    assert "conv3_3.png" in (out / "index.html").read_text()
+
+
+def test_dataset_group_override_and_split(tiny_ckpt, tmp_path):
+    facts = run(tiny_ckpt, tmp_path, "dataset=synthetic", "dataset.val.length=3", "dataset.image_size=[40,56]",
+                "split=test", "limit=2")
+    assert "split=test (2 images)" in facts["dataset"]
+
+
+def test_overlay_on_the_checkpoint_dataset(tiny_ckpt, tmp_path):
+    facts = run(tiny_ckpt, tmp_path, "+dataset.val.length=3", "split=train", "topk=5")
+    assert "split=train (3 images)" in facts["dataset"]
+    table = json.loads((tmp_path / "topk.json").read_text())["conv3_3"]
+    assert table["image"][0][3:] == [-1, -1]  # 5 slots, 3 images
+
+
+def test_model_from_checkpoint_needs_a_model_config(tiny_ckpt):
+    import torch
+
+    state = torch.load(tiny_ckpt, weights_only=True)
+    assert not model_from_checkpoint(state, torch.device("cpu"), tiny_ckpt).training
+    with pytest.raises(CheckpointError, match="no model config"):
+        model_from_checkpoint({"model": state["model"], "config": {}}, torch.device("cpu"), "x.pt")
+
+
+def test_channel_out_of_range_is_a_config_error(tiny_ckpt, tmp_path):
+    with pytest.raises(ConfigError, match=r"channel 40 is out of range for conv2_2 \(32 channels: 0..31\)"):
+        run(tiny_ckpt, tmp_path, "channels=[0,40]")
+
+
+def test_unknown_layer_is_one_line_and_exit_2(tiny_ckpt, tmp_path):
+    res = run_cli("visualize.py", [f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "layers=[conv9_9]"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(err) == 1 and err[0].startswith("error: unknown layer 'conv9_9'; valid layers: conv1_1, conv1_2, pool1, ")
