@@ -40,7 +40,7 @@ from segdeconv.checkpoint import (
     step_checkpoint_path,
     unwrap,
 )
-from segdeconv.data.sampler import EpochSampler, SeededItems, loader_generator, pad_collate, quiet_worker
+from segdeconv.data.sampler import EpochSampler, Head, SeededItems, loader_generator, pad_collate, quiet_worker
 from segdeconv.distributed import DistInfo, cleanup, init_distributed
 from segdeconv.engine import LoopState, NonFiniteLoss, StepConfig, StopRequest, Throughput, evaluate, train_batches
 from segdeconv.errors import CheckpointError, ConfigError
@@ -91,8 +91,14 @@ class Trainer:
         self.tb: Optional[TBLogger] = None
 
     def _datasets(self):
-        train = SeededItems(instantiate_node(self.cfg.dataset.train, "dataset.train"), int(self.cfg.trainer.seed))
+        t = self.cfg.trainer
+        train = instantiate_node(self.cfg.dataset.train, "dataset.train")
         val = instantiate_node(self.cfg.dataset.val, "dataset.val")
+        if t.get("limit_train_images"):
+            train = Head(train, int(t.limit_train_images))
+        if t.get("limit_val_images"):
+            val = Head(val, int(t.limit_val_images))
+        train = SeededItems(train, int(t.seed))
         dataset_classes(self.cfg, train.dataset, val)
         return train, val
 

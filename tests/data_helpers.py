@@ -74,3 +74,26 @@ def make_folder(root: Path, n: int = 2, size: tuple[int, int] = (12, 16), num_cl
 def _mkdir(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def make_voc(root: Path, n: int = 3, size: tuple[int, int] = (240, 260)) -> Path:
+    """VOCdevkit/VOC2012 with ``n`` train and ``n`` val pairs, plus SegmentationClassAug + train_aug list."""
+    import cv2
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    pal = [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)]
+    rng = np.random.default_rng(0)
+    ids = {"train": [f"2011_{k:06d}" for k in range(n)], "val": [f"2007_{k:06d}" for k in range(n)]}
+    for split, names in ids.items():
+        for k, name in enumerate(names):
+            _mkdir(voc / "JPEGImages")
+            cv2.imwrite(str(voc / "JPEGImages" / f"{name}.jpg"), rand_image(*size, seed=k)[..., ::-1])
+            mask = rng.integers(0, 21, size).astype(np.uint8)
+            mask[:2] = 255
+            write_png(voc / "SegmentationClass" / f"{name}.png", mask, pal)
+            write_png(root / "SegmentationClassAug" / f"{name}.png", mask, pal)
+        _mkdir(voc / "ImageSets" / "Segmentation")
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    _mkdir(root / "lists")
+    (root / "lists" / "train_aug.txt").write_text("\n".join(ids["train"]) + "\n")
+    return root

@@ -9,7 +9,10 @@ an item's augmentation does not depend on which worker loads it or on what came 
 """
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -87,6 +90,52 @@ class SeededItems(Dataset):
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
+
+
+def quiet_worker(_worker_id: int) -> None:
+    """``worker_init_fn``: stop signals sent to the whole process group (Ctrl-C; SIGTERM from a batch
+    scheduler) are for the main process, which finishes its step, saves and shuts the workers down.
+    A worker dying of one would make the main process fail at an arbitrary point instead.
+
+    SIGINT is ignored. SIGTERM is ignored unless the parent sent it (DataLoader/multiprocessing
+    shutdown), which ends the worker as torch's own handler does (Linux: needs ``sigwaitinfo``).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo") and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_exit_on_parent_sigterm, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_on_parent_sigterm(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
+
+
+def loader_generator(seed: int, epoch: int = 0) -> torch.Generator:
+    """The generator a DataLoader draws its worker base seed from: a function of (seed, epoch), so
+    worker seeds are reproducible after a resume and the global torch RNG is never consumed."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) + 7) % 2**63)
+
+
+class Head(Dataset):
+    """The first ``n`` items of a dataset, forwarding its attributes (class names, paths…)."""
+
+    def __init__(self, dataset: Dataset, n: int) -> None:
+        self.dataset, self.n = dataset, min(int(n), len(dataset))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getattr__(self, name: str):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.dataset[index]
 
 
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
