@@ -1,20 +1,27 @@
-"""``evaluate_checkpoint(cfg)``: metrics of a checkpoint on a dataset split, from its own config."""
+"""``evaluate_checkpoint(cfg)``: metrics of a checkpoint on a dataset split, from its own config.
+
+Optional test-time augmentation / sliding windows (:mod:`segdeconv.tta`); writes metrics.json, a
+normalized confusion-matrix PNG, a grid of the worst-IoU images, and all of it to TensorBoard (tb/).
+"""
 from __future__ import annotations
 
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from segdeconv.checkpoint import load_checkpoint
 from segdeconv.engine import evaluate
 from segdeconv.errors import ConfigError
+from segdeconv.eval_report import WorstImages, write_report
 from segdeconv.metrics import format_table
 from segdeconv.runtime import resolve_device, resolve_precision
-from segdeconv.wiring import eval_loader, instantiate_node, model_from_checkpoint, val_batch_size
+from segdeconv.tta import describe, make_predict_fn
+from segdeconv.wiring import (default_palette, eval_loader, instantiate_node, model_from_checkpoint,
+                              val_batch_size)
 
 log = logging.getLogger("segdeconv")
 
@@ -39,27 +46,43 @@ def dataset_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json`` into ``cfg.output_dir``."""
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json``, figures and ``tb/`` into
+    ``cfg.output_dir``. ``cfg.tta`` / ``cfg.sliding`` / ``cfg.crf`` choose the inference strategy."""
     ckpt = load_checkpoint(cfg.ckpt_path)
     train_cfg = ckpt["config"]
     device = resolve_device(cfg.device)
     precision = cfg.precision or train_cfg.get("trainer", {}).get("precision", "fp32")
     amp_dtype = resolve_precision(precision, device)
+    predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"))  # config errors first
     ds_cfg = dataset_config(cfg, ckpt)
     dataset = instantiate_node(ds_cfg.val, "dataset.val", split=cfg.split)
     loader = eval_loader(dataset, int(cfg.batch_size or val_batch_size(ds_cfg)),
                          int(cfg.num_workers if cfg.num_workers is not None else ds_cfg.num_workers), device)
     model = model_from_checkpoint(ckpt, device, cfg.ckpt_path)
+    ignore_index = int(train_cfg.get("loss", {}).get("ignore_index", 255))
+    report = cfg.get("report") or {}
+    worst = WorstImages(int(report.get("worst_k", 8)), model.num_classes, ignore_index)
     t0 = time.perf_counter()
-    cm = evaluate(model, loader, model.num_classes, device, amp_dtype,
-                  int(train_cfg.get("loss", {}).get("ignore_index", 255)))
+    cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index,
+                  predict=predict, on_batch=worst)
     seconds = time.perf_counter() - t0
     m = cm.compute(ckpt.get("class_names"))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
-             precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3))
+             precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
+             **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf")))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))
     print(format_table(m))
+    if report.get("figures", True):
+        files = write_report(out, cm.mat, m, worst, ckpt.get("palette") or default_palette(model.num_classes),
+                             _image_names(dataset), int(ckpt.get("step") or 0), bool(report.get("tensorboard", True)))
+        log.info("figures: %s", ", ".join(files.values()))
     print(f"{len(dataset)} images, {m['images_per_s']:.2f} img/s; metrics written to {out / 'metrics.json'}")
     return m
+
+
+def _image_names(dataset: Any) -> Optional[list[str]]:
+    """File names of the dataset's images (for figure captions), if it has them."""
+    paths = getattr(dataset, "image_paths", None)
+    return [Path(p).name for p in paths] if paths is not None else None

@@ -1,0 +1,15 @@
+"""Export a checkpoint: ``python export.py ckpt_path=PATH format=onnx|torchscript [output=FILE]``."""
+import hydra
+from omegaconf import DictConfig
+
+from segdeconv.cli import run_task
+from segdeconv.export import export_checkpoint
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run_task(export_checkpoint, cfg)
+
+
+if __name__ == "__main__":
+    main()

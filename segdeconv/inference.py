@@ -1,0 +1,234 @@
+"""``Predictor``: a trained checkpoint as a function from images to class maps.
+
+    from segdeconv import Predictor
+    p = Predictor.from_checkpoint("outputs/train/…/checkpoints/best.pt", device="auto")
+    mask = p.predict("street.png")            # (H, W) class ids at the image's own size
+    probs = p.predict_proba(pil_image)         # (C, H, W) float32 softmax probabilities
+    Image.fromarray(p.overlay(image, mask, alpha=0.5)).save("overlay.png")
+
+Sizes: by default (``input_size="auto"``) each image is resized (bilinear, as the validation
+pipeline does) to the ``dataset.image_size`` the checkpoint was trained at; the logits are
+resized back (bilinear) to the original size before the argmax. With a sliding ``window`` (or
+``input_size=None``) the image is used at its native resolution instead, zero-padded (in
+normalized space, i.e. the mean colour) at the bottom/right only if it is smaller than the
+model's minimum input, and the padding is cropped off the output.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from segdeconv.checkpoint import load_checkpoint
+from segdeconv.data.base import IMAGE_SUFFIXES, read_image, to_tensors
+from segdeconv.engine import autocast
+from segdeconv.errors import UserError
+from segdeconv.palette import colorize, overlay
+from segdeconv.runtime import resolve_device, resolve_precision
+from segdeconv.tta import make_predict_fn, plain
+from segdeconv.wiring import default_palette, model_from_checkpoint
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+SizeSpec = Union[str, None, Sequence[int]]
+
+
+def to_rgb(image: ImageInput) -> np.ndarray:
+    """A path, PIL image or array → HxWx3 uint8 RGB (grayscale is replicated, alpha dropped)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)  # DataError naming the file if it cannot be decoded
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise UserError(f"cannot predict on a {type(image).__name__}; pass a file path, a PIL image "
+                        f"or an HxWx3 uint8 numpy array")
+    if image.dtype != np.uint8:
+        raise UserError(f"image array has dtype {image.dtype}; expected uint8 RGB in 0..255 "
+                        f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        image = image[..., :3] if image.shape[2] != 1 else image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise UserError(f"image array has shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA "
+                        f"or (H, W) grayscale")
+    return np.ascontiguousarray(image)
+
+
+def min_input_side(model: nn.Module) -> int:
+    """The smallest image side the model accepts (1 for ceil-mode SegNet, 193 for DeconvNet)."""
+    from segdeconv.models.deconvnet import FC_KERNEL, DeconvNet
+    from segdeconv.models.validate import min_input_size
+
+    enc = getattr(model, "encoder", None)
+    if enc is None:
+        return 1
+    return min_input_size(enc.num_pools, enc.ceil_mode, FC_KERNEL if isinstance(model, DeconvNet) else 1)
+
+
+def list_images(folder: Union[str, Path], recursive: bool = False) -> list[Path]:
+    """Image files (by suffix) in ``folder``, sorted; subfolders too with ``recursive``."""
+    root = Path(folder)
+    files = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class Predictor:
+    """A model in eval mode plus everything needed to go from images to class maps."""
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str], palette: Sequence[Sequence[int]],
+                 device: torch.device, amp_dtype: Optional[torch.dtype] = None,
+                 predict_fn: Optional[Callable[[nn.Module, Tensor], Tensor]] = None,
+                 input_size: Optional[tuple[int, int]] = None) -> None:
+        self.model = model.eval()
+        self.class_names = list(class_names)
+        self.palette = [list(c) for c in palette]
+        self.device, self.amp_dtype = device, amp_dtype
+        self.predict_fn = predict_fn or plain
+        self.input_size = input_size
+        self.min_side = min_input_side(model)
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: Optional[str] = None,
+                        tta: Any = None, window: Any = None, input_size: SizeSpec = "auto",
+                        crf: Any = None) -> "Predictor":
+        """Load ``path`` safely (``weights_only``) and rebuild the model from its stored config.
+
+        ``precision``: None = the checkpoint's ``trainer.precision``; ``tta``: ``{"flip": bool,
+        "scales": [...]}``; ``window``: a size, ``[H, W]`` or ``{"window", "stride", "blend"}``
+        for sliding-window inference; ``input_size``: ``"auto"``, ``"train"``, None (native) or
+        ``(H, W)`` (see the module docstring).
+        """
+        ckpt = load_checkpoint(path)
+        dev = resolve_device(device)
+        cfg = ckpt.get("config") or {}
+        amp = resolve_precision(precision or cfg.get("trainer", {}).get("precision", "fp32"), dev)
+        model = model_from_checkpoint(ckpt, dev, path)
+        n = int(model.num_classes)
+        names = ckpt.get("class_names") or [str(i) for i in range(n)]
+        palette = ckpt.get("palette") or default_palette(n)
+        trained = cfg.get("dataset", {}).get("image_size")
+        size = _resolve_size(input_size, trained, window is not None)
+        return cls(model, names, palette, dev, amp, make_predict_fn(tta, window, crf), size)
+
+    # ------------------------------------------------------------------ core
+    def _prepare(self, rgb: np.ndarray) -> Tensor:
+        """HxWx3 uint8 → normalized (3, h, w) at the size the model runs at."""
+        if self.input_size is not None and rgb.shape[:2] != self.input_size:
+            rgb = cv2.resize(rgb, (self.input_size[1], self.input_size[0]), interpolation=cv2.INTER_LINEAR)
+        return to_tensors(rgb, np.zeros(1, np.uint8))[0]
+
+    @torch.inference_mode()
+    def _logits(self, batch: Tensor) -> Tensor:
+        """(B, 3, h, w) → (B, C, h, w) float32 logits (or log-probabilities), padding handled."""
+        h, w = batch.shape[-2:]
+        ph, pw = max(0, self.min_side - h), max(0, self.min_side - w)
+        x = F.pad(batch, (0, pw, 0, ph)) if ph or pw else batch
+        x = x.to(self.device)
+        with autocast(self.device, self.amp_dtype):
+            out = self.predict_fn(self.model, x)
+        return out[..., :h, :w].float()
+
+    def _batches(self, rgbs: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, Tensor]]:
+        """(original image, (C, H, W) logits at its size), batching consecutive same-size inputs."""
+        pending: list[tuple[np.ndarray, Tensor]] = []
+
+        def flush() -> Iterator[tuple[np.ndarray, Tensor]]:
+            logits = self._logits(torch.stack([t for _, t in pending]))
+            for (rgb, _), lg in zip(pending, logits):
+                yield rgb, _resize_logits(lg, rgb.shape[:2])
+            pending.clear()
+
+        for rgb in rgbs:
+            t = self._prepare(rgb)
+            if pending and (t.shape != pending[0][1].shape or len(pending) >= batch_size):
+                yield from flush()
+            pending.append((rgb, t))
+        if pending:
+            yield from flush()
+
+    # ------------------------------------------------------------------ public API
+    def predict_proba(self, image: ImageInput) -> np.ndarray:
+        """(C, H, W) float32 class probabilities at the image's original size."""
+        (_, logits), = self._batches([to_rgb(image)], 1)
+        return logits.softmax(0).cpu().numpy()
+
+    def predict(self, image: ImageInput) -> np.ndarray:
+        """(H, W) class ids (uint8; int64 beyond 256 classes) at the image's original size."""
+        (_, logits), = self._batches([to_rgb(image)], 1)
+        return self._labels(logits)
+
+    def predict_batch(self, images: Iterable[ImageInput], batch_size: int = 4) -> list[np.ndarray]:
+        """:meth:`predict` for many images (batched where consecutive images share a size)."""
+        return [self._labels(lg) for _, lg in self._batches(map(to_rgb, images), batch_size)]
+
+    def iter_predict(self, sources: Iterable[ImageInput], batch_size: int = 4,
+                     on_error: Optional[Callable[[Any, UserError], None]] = None
+                     ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """Yield ``(source, rgb, mask)``; unreadable inputs go to ``on_error`` (or raise)."""
+        order: list[Any] = []
+
+        def readable() -> Iterator[np.ndarray]:
+            for src in sources:
+                try:
+                    rgb = to_rgb(src)
+                except UserError as e:
+                    if on_error is None:
+                        raise
+                    on_error(src, e)
+                    continue
+                order.append(src)
+                yield rgb
+
+        for i, (rgb, logits) in enumerate(self._batches(readable(), batch_size)):
+            yield order[i], rgb, self._labels(logits)
+
+    def predict_folder(self, folder: Union[str, Path], batch_size: int = 4,
+                       recursive: bool = False) -> dict[Path, np.ndarray]:
+        """``{path: mask}`` for every image in ``folder``; unreadable files are skipped with a warning."""
+        def skip(src: Any, err: UserError) -> None:
+            warnings.warn(f"skipped {src}: {err}", stacklevel=3)
+
+        return {src: mask for src, _, mask in self.iter_predict(list_images(folder, recursive), batch_size, skip)}
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) class ids → (H, W, 3) uint8 RGB in the checkpoint's palette."""
+        return colorize(mask, self.palette)
+
+    def overlay(self, image: ImageInput, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The coloured ``mask`` blended over ``image`` (HxWx3 uint8) with opacity ``alpha``."""
+        return overlay(to_rgb(image), mask, self.palette, alpha)
+
+    def _labels(self, logits: Tensor) -> np.ndarray:
+        dtype = np.uint8 if logits.shape[0] <= 256 else np.int64
+        return logits.argmax(0).cpu().numpy().astype(dtype)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({type(self.model).__name__}, {len(self.class_names)} classes, device={self.device}, "
+                f"precision={self.amp_dtype or 'fp32'}, input_size={self.input_size or 'native'})")
+
+
+def _resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """(C, h, w) → (C, H, W) bilinear (no-op when the sizes already agree)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def _resolve_size(spec: SizeSpec, trained: Optional[Sequence[int]], sliding: bool) -> Optional[tuple[int, int]]:
+    """``"auto"`` → the training size (native with a sliding window); ``"train"``; None; (H, W)."""
+    if spec == "auto":
+        spec = None if sliding else "train"
+    if spec is None or spec == "native":
+        return None
+    if spec == "train":
+        return (int(trained[0]), int(trained[1])) if trained else None
+    if isinstance(spec, str) or len(spec) != 2 or min(int(v) for v in spec) < 1:
+        raise UserError(f"input_size={spec!r} must be 'auto', 'train', 'native'/None or (H, W)")
+    return int(spec[0]), int(spec[1])

@@ -1,0 +1,138 @@
+"""``predict_files(cfg)``: the predict CLI — class maps for a folder or a file, never touching inputs.
+
+Writes, per input image ``<name>.<ext>``: ``index/<name>.png`` (palette 'P' PNG whose pixel values
+are the class ids, VOC-style; 255 = ignore colour), ``color/<name>.png`` (RGB) and
+``overlay/<name>.png`` (the colours blended over the photo). Sub-folders of the input are
+mirrored with ``recursive=true``. Unreadable files are skipped with a warning and listed at the end.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image
+
+from segdeconv.errors import UserError
+from segdeconv.inference import Predictor, list_images
+from segdeconv.logging_utils import progress
+from segdeconv.palette import palette_array
+
+log = logging.getLogger("segdeconv")
+KINDS = ("index", "color", "overlay")
+
+
+def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path]:
+    """The input images and the folder they are named relative to."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"input={path} does not exist; pass input=<image file or folder>")
+    if p.is_file():
+        return [p], p.parent
+    files = list_images(p, recursive)
+    if not files:
+        hint = "" if recursive else "; for images in sub-folders pass recursive=true"
+        raise UserError(f"input={path} holds no images (*.png, *.jpg, …){hint}")
+    return files, p
+
+
+def output_names(inputs: Sequence[Path], root: Path) -> list[Path]:
+    """Relative ``.png`` name per input; ``a.jpg`` + ``a.png`` become ``a.jpg.png`` + ``a.png.png``."""
+    rel = [p.relative_to(root) for p in inputs]
+    stems = Counter(r.with_suffix("") for r in rel)
+    return [r.with_suffix(".png") if stems[r.with_suffix("")] == 1 else r.with_name(r.name + ".png") for r in rel]
+
+
+def check_output(out: Path, inputs: Sequence[Path], root: Path, planned: Sequence[Path], recursive: bool) -> None:
+    """Refuse any output location that would overwrite (or later be read as) an input."""
+    out_r, root_r = out.expanduser().resolve(), root.resolve()
+    if out_r == root_r:
+        raise UserError(f"output={out} is the input folder; choose another folder (inputs are never overwritten)")
+    if out_r.exists() and not out_r.is_dir():
+        raise UserError(f"output={out} is a file; pass a folder")
+    if recursive and root_r in out_r.parents:
+        raise UserError(f"output={out} is inside the input folder {root} and recursive=true would read "
+                        f"the predictions as inputs next time; choose a folder outside it")
+    sources = {p.resolve() for p in inputs}
+    clash = next((out_r / p for p in planned if (out_r / p).resolve() in sources), None)
+    if clash is not None:
+        raise UserError(f"output={out} would overwrite the input image {clash}; choose another folder")
+
+
+def save_prediction(out: Path, name: Path, rgb: np.ndarray, mask: np.ndarray, p: Predictor,
+                    kinds: Sequence[str], alpha: float, lut: np.ndarray) -> None:
+    """Write the requested kinds of ``mask`` under ``out/<kind>/<name>``."""
+    images = {
+        "index": lambda: _palette_png(mask, lut),
+        "color": lambda: Image.fromarray(p.colorize(mask)),
+        "overlay": lambda: Image.fromarray(p.overlay(rgb, mask, alpha)),
+    }
+    for kind in kinds:
+        dest = out / kind / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        images[kind]().save(dest)
+
+
+def _palette_png(mask: np.ndarray, lut: np.ndarray) -> Image.Image:
+    im = Image.fromarray(mask.astype(np.uint8), mode="P")
+    im.putpalette(lut.reshape(-1).tolist())
+    return im
+
+
+def _kinds(save: Any) -> list[str]:
+    kinds = [str(k) for k in ([save] if isinstance(save, str) else list(save or []))]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise UserError(f"save={kinds} must be a non-empty subset of {list(KINDS)}")
+    return kinds
+
+
+def predict_files(cfg: DictConfig) -> dict[str, Any]:
+    """Predict every image of ``cfg.input`` into ``cfg.output`` (see the module docstring)."""
+    kinds = _kinds(cfg.save)
+    inputs, root = collect_inputs(str(cfg.input), bool(cfg.recursive))
+    out = Path(str(cfg.output)).expanduser()
+    names = output_names(inputs, root)
+    check_output(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
+    p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
+                                  cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
+                                  _size(cfg.input_size), cfg.get("crf"))
+    if len(p.class_names) > 256:
+        raise UserError(f"{len(p.class_names)} classes do not fit an 8-bit index PNG")
+    lut, name_of = palette_array(p.palette), dict(zip(inputs, names))
+    skipped: list[str] = []
+
+    def skip(src: Any, err: UserError) -> None:
+        skipped.append(str(src))
+        msg = str(err).splitlines()[0]
+        log.warning("skipping %s", msg if str(src) in msg else f"{src}: {msg}")
+
+    done = 0
+    _quiet_decoder()  # unreadable files get our one-line warning, not OpenCV's decoder log
+    bar = progress(inputs, bool(cfg.progress), "predict")
+    for src, rgb, mask in p.iter_predict(bar, int(cfg.batch_size), on_error=skip):
+        save_prediction(out, name_of[src], rgb, mask, p, kinds, float(cfg.alpha), lut)
+        done += 1
+    bar.close()
+    if not done:
+        raise UserError(f"none of the {len(inputs)} input files could be read (first: {skipped[0]})")
+    print(f"predicted {done} image(s) into {out}/{{{','.join(kinds)}}}" +
+          (f"; skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}{' …' if len(skipped) > 5 else ''}"
+           if skipped else ""))
+    return {"predicted": done, "skipped": skipped, "output": str(out)}
+
+
+def _quiet_decoder() -> None:
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _size(spec: Any) -> Any:
+    """``input_size`` from the command line: auto | train | native | [H, W]."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    return tuple(int(v) for v in spec)
