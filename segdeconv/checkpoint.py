@@ -3,21 +3,31 @@
 A checkpoint is a dict ``{"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng",
 "best_metric", "config", "class_names", "palette", "version"}`` of tensors and plain containers,
 loadable with ``torch.load(weights_only=True)``: nothing in it can execute code.
+
+A run directory holds ``checkpoints/last.pt`` (epoch end, pre-emption), ``best.pt`` and the last
+``trainer.keep_last`` step checkpoints ``step_XXXXXXX.pt``; :func:`find_resumable` picks the newest
+one that loads.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from segdeconv.errors import CheckpointError
 
+log = logging.getLogger("segdeconv")
 PathLike = Union[str, Path]
 _PREFIXES = ("module.", "_orig_mod.")
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_TEMP_GLOB = ".*.pt.*.tmp"  # save_checkpoint's temp files, left behind only by a kill mid-write
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -82,11 +92,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu",
+                    key: str = "ckpt_path") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`
+    (``key`` is the config key the path came from, for the hint)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass ckpt_path=<run dir>/checkpoints/best.pt")
+        raise CheckpointError(f"checkpoint {path} not found; pass {key}=<run dir>/checkpoints/"
+                              f"{'last' if key == 'trainer.resume' else 'best'}.pt")
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -122,3 +135,85 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: PathLike 
             f"architecture or class count — build the model from the checkpoint's own config"
         )
     model.load_state_dict(state)
+
+
+# ------------------------------------------------------------------ run directories and resume
+def step_checkpoint_path(ckpt_dir: PathLike, step: int) -> Path:
+    """``<ckpt_dir>/step_0001234.pt``."""
+    return Path(ckpt_dir) / f"step_{int(step):07d}.pt"
+
+
+def _step_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    found = ((_STEP_FILE.match(p.name), p) for p in ckpt_dir.glob("step_*.pt"))
+    return sorted((int(m.group(1)), p) for m, p in found if m)
+
+
+def prune_step_checkpoints(ckpt_dir: PathLike, keep: int, current_step: int) -> list[Path]:
+    """Delete all but the newest ``keep`` step checkpoints up to ``current_step``; returns the deleted.
+
+    Files beyond ``current_step`` (left by a run that was killed and resumed from an earlier
+    point) are not touched: the resumed run overwrites them when it gets there.
+    """
+    done = [p for s, p in _step_files(Path(ckpt_dir)) if s <= current_step]
+    old = done[: max(0, len(done) - max(1, int(keep)))]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
+
+
+def remove_stale_temp_files(ckpt_dir: PathLike) -> list[Path]:
+    """Remove the temp files of writes that were killed half-way (never a complete checkpoint)."""
+    stale = sorted(Path(ckpt_dir).glob(_TEMP_GLOB))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def resume_candidates(ckpt_dir: PathLike) -> list[Path]:
+    """``last.pt`` and the step checkpoints of a run directory, newest (by mtime) first."""
+    d = Path(ckpt_dir)
+    files = [p for _, p in _step_files(d)] + ([d / "last.pt"] if (d / "last.pt").is_file() else [])
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.pt"), reverse=True)
+
+
+def check_resumable(ckpt: Mapping[str, Any], path: PathLike) -> None:
+    """A checkpoint to resume from must carry the optimizer/scheduler state and counters."""
+    missing = [k for k in RESUME_KEYS if ckpt.get(k) is None]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot be resumed from (no {', '.join(missing)}); resume from checkpoints/last.pt "
+            f"or step_*.pt of a segdeconv run, or start a new run (model.encoder.weights=… for pretrained weights)"
+        )
+
+
+def find_resumable(ckpt_dir: PathLike) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The newest checkpoint in ``ckpt_dir`` that loads and can be resumed (None: the dir has none).
+
+    Truncated or corrupt files are reported and skipped; if every candidate is bad, that is an error
+    (starting afresh would overwrite them).
+    """
+    candidates = resume_candidates(ckpt_dir)
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+            check_resumable(ckpt, path)
+            return path, ckpt
+        except CheckpointError as e:
+            log.warning("trainer.resume=auto: skipping %s (%s)", path, str(e).splitlines()[0])
+    if candidates:
+        raise CheckpointError(
+            f"trainer.resume=auto: none of the {len(candidates)} checkpoints in {ckpt_dir} can be loaded "
+            f"(newest: {candidates[0].name}); pass trainer.resume=<file> or use a new hydra.run.dir"
+        )
+    return None
+
+
+def describe_model(model_cfg: Mapping[str, Any]) -> str:
+    """``SegNet (11 classes, vgg16 encoder, width 0.25)`` from a model config dict."""
+    enc = model_cfg.get("encoder") or {}
+    bits = [f"{model_cfg.get('num_classes')} classes"]
+    if isinstance(enc, Mapping):
+        bits.append(f"{enc.get('arch', 'vgg')} encoder, width {enc.get('width', model_cfg.get('width', 1.0))}")
+    elif "width" in model_cfg:
+        bits.append(f"width {model_cfg['width']}")
+    return f"{str(model_cfg.get('_target_', '?')).rsplit('.', 1)[-1]} ({', '.join(bits)})"

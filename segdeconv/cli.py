@@ -1,12 +1,19 @@
-"""Entry-point glue: run a task, print user mistakes as one line, exit non-zero (no traceback)."""
+"""Entry-point glue: run a task, print user mistakes as one line, exit non-zero (no traceback).
+
+Covers the task's own errors (:func:`run_task`) and Hydra's, raised before the task runs (unknown
+config option, misspelled key, unparsable override, unwritable run dir: :func:`install_hydra_error_hook`).
+``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
+"""
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn, Optional
 
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from segdeconv.errors import UserError
 
@@ -19,16 +26,122 @@ def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
     logging.getLogger("segdeconv").setLevel(logging.INFO)
     try:
         return fn(cfg)
-    except (UserError, OmegaConfBaseException) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (UserError, OmegaConfBaseException, OSError, MemoryError) as e:
+        if _full_error():
             raise
-        msg = str(e).strip().splitlines()
-        text = msg[0] if isinstance(e, UserError) else _omegaconf_message(e)
-        print(f"error: {text}", file=sys.stderr)
-        sys.exit(2)
+        _fail(task_error_line(e))
+    except RuntimeError as e:  # torch.OutOfMemoryError; any other RuntimeError is a bug: traceback
+        if _full_error() or type(e).__name__ != "OutOfMemoryError":
+            raise
+        _fail(task_error_line(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _fail(line: str) -> NoReturn:
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
+
+
+def first_line(e: BaseException) -> str:
+    """The exception's first message line; for an error re-raised by a DataLoader worker (message:
+    ``Caught X in DataLoader worker process N.`` + traceback), the original exception's message."""
+    text = str(e).strip()
+    m = _WORKER.match(text)
+    if m:
+        last = next(line for line in reversed(text.splitlines()) if line.strip())
+        _, sep, msg = last.partition(f"{m.group(1)}: ")
+        return (msg if sep else last).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def task_error_line(e: BaseException) -> str:
+    """One line for an error the task raised (names the file/key and the fix)."""
+    if isinstance(e, OmegaConfBaseException):
+        return _omegaconf_message(e)
+    if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
+        return (f"out of memory ({first_line(e)[:120]}); lower dataset.batch_size (keep the effective batch with "
+                f"trainer.accumulate_grad_batches), use a smaller model.encoder.width or trainer.precision=bf16")
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror}; check the path, its permissions and the free disk space"
+    return first_line(e)
+
+
+def hydra_error_line(e: BaseException) -> Optional[str]:
+    """One line for Hydra's own errors (before the task runs); None for anything else."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    if isinstance(e, MissingConfigException):
+        missing = str(e.missing_cfg_file or "")
+        if "/" in missing and e.options is not None:
+            group, name = missing.rsplit("/", 1)
+            return f"{group}={name} is not a known {group} option; choose one of: {', '.join(e.options)}"
+        return f"{first_line(e)}; check the config name and conf/ directory"
+    if isinstance(e, OverrideParseException):
+        return (f"cannot parse the override {e.override!r} ({first_line(e)}); write key=value, and quote values "
+                f"with brackets or spaces, e.g. 'dataset.image_size=[360,480]'")
+    if isinstance(e.__cause__, (ConfigAttributeError, ConfigKeyError)):
+        return _unknown_key_message(e.__cause__)
+    if isinstance(e, OSError) and e.strerror:
+        return (f"cannot create the run directory {e.filename}: {e.strerror}; pass a writable "
+                f"hydra.run.dir=<dir> (and output_dir)")
+    if isinstance(e, (HydraException, OmegaConfBaseException)):
+        return _omegaconf_message(e) if isinstance(e, OmegaConfBaseException) else first_line(e)
+    return None
+
+
+def _unknown_key_message(e: OmegaConfBaseException) -> str:
+    """``trainer.max_epoch is not a config key (did you mean trainer.max_epochs?) …``."""
+    full = str(getattr(e, "full_key", "") or getattr(e, "key", ""))
+    parent, key = getattr(e, "parent_node", None), str(getattr(e, "key", full.rsplit(".", 1)[-1]))
+    prefix = full[: -len(key)] if full.endswith(key) else ""
+    keys = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
+    close = [prefix + k for k in difflib.get_close_matches(key, keys, n=3, cutoff=0.6)]
+    hint = f"did you mean {' or '.join(close)}?" if close else f"`python {_script()} --cfg job` lists the keys"
+    return f"{full} is not a config key ({hint}); fix the spelling, or write +{full}=… to add a new key"
+
+
+def _script() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "train.py"
+
+
+def install_hydra_error_hook() -> None:
+    """Make Hydra print its own errors as one ``error: …`` line (exit 2) instead of several lines.
+
+    Wraps ``hydra._internal.utils.run_and_report`` (hydra-core 1.3), which every ``@hydra.main`` goes
+    through; a no-op if that private function is missing. Task errors are :func:`run_task`'s job.
+    """
+    try:
+        from hydra._internal import utils as hydra_utils
+    except ImportError:
+        return
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None or getattr(original, "segdeconv_hook", False):
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as e:
+                line = None if _full_error() else hydra_error_line(e)
+                if line is None:
+                    raise
+                _fail(line)
+
+        return original(guarded)
+
+    run_and_report.segdeconv_hook = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -74,3 +187,4 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+install_hydra_error_hook()

@@ -40,10 +40,11 @@ def progress(it: Iterable, enabled: bool, desc: str):
 class TBLogger:
     """Scalars, per-class IoU and image | label | prediction grids in ``tb/``."""
 
-    def __init__(self, log_dir: Path, palette: Sequence[Sequence[int]]) -> None:
+    def __init__(self, log_dir: Path, palette: Sequence[Sequence[int]], purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir))
+        # purge_step: a resumed run drops the events the killed run logged after its checkpoint
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
         self.palette = palette
 
     def scalars(self, values: dict, step: int) -> None:

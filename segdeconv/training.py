@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shlex
 import time
 from pathlib import Path
@@ -148,7 +147,7 @@ class Trainer:
         self._maybe_resume()
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.tb = TBLogger(self.out / "tb", self.palette)
+            self.tb = TBLogger(self.out / "tb", self.palette, purge_step=self.state.step + 1 if self.state.step else None)
             log.info("device %s, precision %s, cpu %s", self.device, self.amp_dtype or "fp32", describe_cpu())
         history = self.history
         try:

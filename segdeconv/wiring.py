@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import colorsys
 import logging
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from segdeconv.errors import ConfigError, UserError
@@ -19,7 +21,9 @@ log = logging.getLogger("segdeconv")
 _POSITIVE_INTS = {
     "dataset.batch_size": 1, "dataset.num_workers": 0, "trainer.max_epochs": 1,
     "trainer.accumulate_grad_batches": 1, "trainer.val_every_epochs": 1, "trainer.log_every_steps": 1,
+    "trainer.keep_last": 1, "trainer.skip_nonfinite_steps": 0,
 }
+_OPTIONAL_POSITIVE = ("trainer.max_steps", "trainer.checkpoint_every_steps")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -35,9 +39,13 @@ def check_config(cfg: DictConfig) -> None:
         v = _get(cfg, key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
             raise ConfigError(f"{key}={v!r} must be an integer ≥ {low}")
-    ms = _get(cfg, "trainer.max_steps")
-    if ms is not None and (not isinstance(ms, int) or ms < 1):
-        raise ConfigError(f"trainer.max_steps={ms!r} must be null or an integer ≥ 1")
+    for key in _OPTIONAL_POSITIVE:
+        v = _get(cfg, key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{key}={v!r} must be null or an integer ≥ 1")
+    resume = _get(cfg, "trainer.resume")
+    if resume is not None and not isinstance(resume, str):
+        raise ConfigError(f"trainer.resume={resume!r} must be null, auto or a checkpoint path")
     mc, dc = _get(cfg, "model.num_classes"), _get(cfg, "dataset.num_classes")
     if mc is not None and dc is not None and int(mc) != int(dc):
         raise ConfigError(
@@ -50,6 +58,9 @@ def instantiate_node(node: DictConfig, key: str, *args: Any, **kwargs: Any) -> A
     """``hydra.utils.instantiate`` that surfaces our UserErrors and names the config key otherwise."""
     try:
         return instantiate(node, *args, **kwargs)
+    except MissingMandatoryValue as e:
+        src = _interpolation_source(node, str(getattr(e, "full_key", "")), key)
+        raise ConfigError(f"{src} is required but not set; pass {src}=… on the command line") from None
     except InstantiationException as e:
         cause = e.__cause__ or e.__context__
         while cause is not None and not isinstance(cause, UserError) and (cause.__cause__ or cause.__context__):
@@ -58,6 +69,16 @@ def instantiate_node(node: DictConfig, key: str, *args: Any, **kwargs: Any) -> A
             raise cause from None
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{key}: {msg} — check the {key}.* keys (`python train.py --cfg job` shows them)") from None
+
+
+def _interpolation_source(node: DictConfig, full_key: str, key: str) -> str:
+    """The key a missing value really comes from: ``dataset.root`` for ``dataset.train.root: ${dataset.root}``."""
+    rel = full_key[len(key) + 1:] if full_key.startswith(key + ".") else full_key
+    raw: Any = OmegaConf.to_container(node, resolve=False)
+    for part in rel.split(".") if rel else []:
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    m = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return m.group(1) if m else (full_key or key)
 
 
 def build_model(cfg: DictConfig, device: torch.device, dataset: Optional[Any] = None) -> nn.Module:
@@ -126,11 +147,12 @@ def eval_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.d
     """Ordered, rank-sharded (no padding, so nothing is counted twice) evaluation loader."""
     from torch.utils.data import DataLoader
 
-    from segdeconv.data.sampler import EpochSampler, pad_collate
+    from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
 
     sampler = EpochSampler(len(dataset), False, 0, world_size, rank, pad=False)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", collate_fn=pad_collate)
+                      pin_memory=device.type == "cuda", collate_fn=pad_collate, generator=loader_generator(0),
+                      worker_init_fn=quiet_worker if num_workers else None)
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device, path: Any = "checkpoint") -> nn.Module:
