@@ -25,7 +25,6 @@ TINY = [
     "dataset.train.length=16",
     "dataset.val.length=8",
     "dataset.batch_size=4",
-    "model.encoder.compact_switches=false",  # TEMP until switches.py lands
 ]
 
 

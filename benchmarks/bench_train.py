@@ -1,0 +1,85 @@
+"""Training throughput and peak memory: segdeconv (end to end, as a user runs it) vs a plain reference.
+
+    python benchmarks/bench_train.py                       # SegNet 360×480 batch 4 (the perf issue's setting)
+    python benchmarks/bench_train.py --model deconvnet     # DeconvNet 224×224 batch 8
+
+Ours: ``python train.py model=… dataset=synthetic … trainer.max_steps=N`` for two N; img/s is
+(N₂−N₁)·batch / (t₂−t₁), so start-up and validation cancel. Reference (benchmarks/reference.py:
+MaxPool2d/MaxUnpool2d int64, fp32, eager, NCHW, SGD): timed in-process after one warm-up step.
+Peak memory is each process's max RSS. Prints one markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PY, REPO, machine_line, run_measured  # noqa: E402
+
+SETTINGS = {"segnet": dict(size=(360, 480), batch=4, classes=11), "deconvnet": dict(size=(224, 224), batch=8, classes=21)}
+CONFIGS = {  # name -> extra train.py overrides
+    "segdeconv default": [],
+    "segdeconv fp32": ["trainer.precision=fp32"],
+    "segdeconv channels_last": ["trainer.channels_last=true"],
+    "segdeconv int64 switches": ["model.encoder.compact_switches=false"],
+}
+
+
+def reference_worker(model: str, steps: int) -> None:
+    """Child process: train the reference for 1 + steps steps; print img/s of the timed steps."""
+    import torch
+
+    from reference import ref_model
+
+    s = SETTINGS[model]
+    m = ref_model(model, s["classes"])
+    opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(s["batch"], 3, *s["size"])
+    y = torch.randint(0, s["classes"], (s["batch"], *s["size"]))
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"img_s": s["batch"] * steps / sum(times[1:])}))
+
+
+def ours(model: str, extra: list[str], steps: tuple[int, int]) -> tuple[float, float]:
+    s = SETTINGS[model]
+    base = [PY, "train.py", f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
+            f"dataset.batch_size={s['batch']}", f"dataset.train.length={s['batch'] * steps[1]}", "dataset.val.length=1",
+            "trainer.progress=false", "hydra.run.dir=/tmp/segdeconv_bench", *extra]
+    if model == "deconvnet":
+        base.append("dataset.num_classes=21")  # same class count as the reference
+    runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"]) for n in steps]
+    img_s = s["batch"] * (steps[1] - steps[0]) / (runs[1][0] - runs[0][0])
+    return img_s, max(r[1] for r in runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="segnet", choices=sorted(SETTINGS))
+    ap.add_argument("--steps", type=int, nargs=2, default=(2, 6))
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return reference_worker(a.model, a.steps[1] - a.steps[0])
+    dt, ref_rss, out = run_measured([PY, __file__, "--worker", "--model", a.model, "--steps", *map(str, a.steps)])
+    ref = json.loads(out.strip().splitlines()[-1])["img_s"]
+    s = SETTINGS[a.model]
+    print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, full train step\n")
+    print("| config | train img/s | vs reference | peak RSS GiB | vs reference |\n|---|---:|---:|---:|---:|")
+    print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref_rss:.2f} | 1.00× |")
+    for name in a.configs.split(","):
+        img_s, rss = ours(a.model, CONFIGS[name], tuple(a.steps))
+        print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {rss:.2f} | {rss / ref_rss:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
