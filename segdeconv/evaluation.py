@@ -20,6 +20,7 @@ from segdeconv.eval_report import WorstImages, write_report
 from segdeconv.metrics import format_table
 from segdeconv.runtime import resolve_device, resolve_precision
 from segdeconv.tta import describe, make_predict_fn
+from segdeconv.distributed import cleanup, env_info, init_distributed
 from segdeconv.wiring import (default_palette, eval_loader, instantiate_node, model_from_checkpoint,
                               val_batch_size)
 
@@ -50,14 +51,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.output_dir``. ``cfg.tta`` / ``cfg.sliding`` / ``cfg.crf`` choose the inference strategy."""
     ckpt = load_checkpoint(cfg.ckpt_path)
     train_cfg = ckpt["config"]
-    device = resolve_device(cfg.device)
+    info = env_info()
+    device = resolve_device(cfg.device, info.local_rank)
+    info = init_distributed(device)
     precision = cfg.precision or train_cfg.get("trainer", {}).get("precision", "fp32")
     amp_dtype = resolve_precision(precision, device)
     predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"))  # config errors first
     ds_cfg = dataset_config(cfg, ckpt)
     dataset = instantiate_node(ds_cfg.val, "dataset.val", split=cfg.split)
     loader = eval_loader(dataset, int(cfg.batch_size or val_batch_size(ds_cfg)),
-                         int(cfg.num_workers if cfg.num_workers is not None else ds_cfg.num_workers), device)
+                         int(cfg.num_workers if cfg.num_workers is not None else ds_cfg.num_workers), device,
+                         info.rank, info.world_size)
     model = model_from_checkpoint(ckpt, device, cfg.ckpt_path)
     ignore_index = int(train_cfg.get("loss", {}).get("ignore_index", 255))
     report = cfg.get("report") or {}
@@ -65,11 +69,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index,
                   predict=predict, on_batch=worst)
+    cm.all_reduce()  # torchrun: each rank saw its own unpadded shard; the sum is the whole split
     seconds = time.perf_counter() - t0
+    cleanup()
     m = cm.compute(ckpt.get("class_names"))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
              precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
              **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf")))
+    if not info.is_main:
+        return m  # only rank 0 writes (its worst-IoU grid covers its own shard)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))

@@ -45,3 +45,23 @@ def test_a_rank_that_raises_ends_the_job_quickly(tmp_path):
     assert r.returncode != 0
     assert time.monotonic() - t0 < 90
     assert "injected failure on rank 1" in r.stderr
+
+
+def test_torchrun_evaluate_equals_single_process_exactly(tmp_path):
+    """7 val images over 2 ranks (uneven shards, nothing counted twice), fp32, batch 1."""
+    from segdeconv.evaluation import evaluate_checkpoint
+    from segdeconv.training import fit
+
+    from conftest import compose_cfg
+
+    run = tmp_path / "run"
+    fit(compose_cfg(TINY + ["trainer.max_steps=3", "dataset.val.length=7", f"output_dir={run}"]))
+    ckpt = run / "checkpoints" / "last.pt"
+    common = [f"ckpt_path={ckpt}", "precision=fp32", "batch_size=1", "report.figures=false"]
+    single = evaluate_checkpoint(compose_cfg(common + [f"output_dir={tmp_path / 'single'}"], "evaluate"))
+    r = _run(["evaluate.py", *common], tmp_path / "ddp")
+    assert r.returncode == 0, r.stderr[-3000:]
+    dist_m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert dist_m["num_images"] == 7
+    assert dist_m["num_pixels"] == single["num_pixels"]
+    assert dist_m["mIoU"] == single["mIoU"] and dist_m["per_class_iou"] == single["per_class_iou"]
