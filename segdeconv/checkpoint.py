@@ -217,3 +217,15 @@ def describe_model(model_cfg: Mapping[str, Any]) -> str:
     elif "width" in model_cfg:
         bits.append(f"width {model_cfg['width']}")
     return f"{str(model_cfg.get('_target_', '?')).rsplit('.', 1)[-1]} ({', '.join(bits)})"
+
+
+INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version")
+
+
+def strip_checkpoint(src: PathLike, dst: PathLike) -> Path:
+    """Write an inference-only copy of ``src`` (weights, config, classes; no optimizer/RNG state).
+
+    The weights are bit-identical, so evaluation of the copy reproduces the original's metrics.
+    """
+    ckpt = load_checkpoint(src)
+    return save_checkpoint({k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}, dst)

@@ -69,3 +69,15 @@ def test_model_mismatch_is_a_clear_error(tiny_ckpt):
         assert "does not fit this model" in str(e) and "classifier" in str(e)
     else:
         raise AssertionError("mismatch not detected")
+
+
+def test_stripped_checkpoint_keeps_weights_and_drops_training_state(tiny_ckpt, tmp_path):
+    from segdeconv.checkpoint import strip_checkpoint
+
+    small = strip_checkpoint(tiny_ckpt, tmp_path / "small.pt")
+    a, b = load_checkpoint(tiny_ckpt), load_checkpoint(small)
+    assert "optimizer" not in b and "rng" not in b and b["config"] == a["config"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert small.stat().st_size < tiny_ckpt.stat().st_size
+    model = model_from_checkpoint(b, torch.device("cpu"), small)
+    assert model.num_classes == len(b["class_names"])
