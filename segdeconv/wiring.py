@@ -134,6 +134,11 @@ def make_criterion(cfg: DictConfig, train_ds: Any, out_dir: Path, device: torch.
                 f"loss.class_weights has {len(weights)} values but dataset.num_classes={cfg.dataset.num_classes}"
             )
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
+    power = float(cfg.loss.get("class_weight_power", 1.0))
+    if w is not None and power != 1.0:  # tempered balancing: w^p keeps the order, shrinks the spread
+        w = w.pow(power)
+        if verbose:
+            log.info("class weights ^%g: %s", power, ", ".join(f"{v:.4f}" for v in w.tolist()))
     return nn.CrossEntropyLoss(weight=w, ignore_index=int(cfg.loss.ignore_index))
 
 
