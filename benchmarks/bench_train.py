@@ -6,7 +6,9 @@
 Ours: ``python train.py model=… dataset=synthetic … trainer.max_steps=N`` for two N; img/s is
 (N₂−N₁)·batch / (t₂−t₁), so start-up and validation cancel. Reference (benchmarks/reference.py:
 MaxPool2d/MaxUnpool2d int64, fp32, eager, NCHW, SGD): timed in-process after one warm-up step.
-Peak memory is each process's max RSS. Prints one markdown table.
+Peak memory is each process's max RSS. GFLOP/s counts a train step as 3× the forward FLOPs
+(forward + two backward matmuls per conv). Prints one markdown table, then checks that compact
+switches give bit-identical logits and gradients to int64 MaxPool2d/MaxUnpool2d ones.
 """
 from __future__ import annotations
 
@@ -61,6 +63,35 @@ def ours(model: str, extra: list[str], steps: tuple[int, int]) -> tuple[float, f
     return img_s, max(r[1] for r in runs)
 
 
+def train_gflop_per_image(model: str) -> float:
+    """3 × forward GFLOP of one image at the benchmark size (forward + input and weight gradients)."""
+    import torch
+
+    from reference import ref_model
+    from segdeconv.utils_flops import forward_gflops
+
+    s = SETTINGS[model]
+    return 3 * forward_gflops(ref_model(model, s["classes"]).eval(), torch.randn(1, 3, *s["size"]))
+
+
+def switches_bit_exact(model: str) -> float:
+    """max |Δ| over logits and every gradient, compact vs int64 switches (same weights, fp32, odd size)."""
+    import torch
+
+    from segdeconv.models import DeconvNet, SegNet, VGGEncoder
+
+    size = (237, 229) if model == "deconvnet" else (93, 125)
+    x, out = torch.randn(2, 3, *size), []
+    for compact in (False, True):
+        torch.manual_seed(0)
+        enc = VGGEncoder(width=0.25, compact_switches=compact)
+        m = SegNet(11, enc) if model == "segnet" else DeconvNet(21, enc, fc_channels=64)
+        y = m(x)
+        y.square().mean().backward()
+        out.append([y.detach()] + [p.grad for p in m.parameters()])
+    return max((a - b).abs().max().item() for a, b in zip(*out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="segnet", choices=sorted(SETTINGS))
@@ -74,11 +105,15 @@ def main() -> None:
     ref = json.loads(out.strip().splitlines()[-1])["img_s"]
     s = SETTINGS[a.model]
     print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, full train step\n")
-    print("| config | train img/s | vs reference | peak RSS GiB | vs reference |\n|---|---:|---:|---:|---:|")
-    print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref_rss:.2f} | 1.00× |")
+    gf = train_gflop_per_image(a.model)
+    print("| config | train img/s | vs reference | GFLOP/s | peak RSS GiB | vs reference |\n|---|---:|---:|---:|---:|---:|")
+    print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref * gf:.0f} | {ref_rss:.2f} | 1.00× |")
     for name in a.configs.split(","):
         img_s, rss = ours(a.model, CONFIGS[name], tuple(a.steps))
-        print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {rss:.2f} | {rss / ref_rss:.2f}× |", flush=True)
+        print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {img_s * gf:.0f} | {rss:.2f} | {rss / ref_rss:.2f}× |",
+              flush=True)
+    print(f"\n{gf:.0f} GFLOP per training image. Compact vs int64 switches, max |Δ| over logits and all "
+          f"gradients (fp32): {switches_bit_exact(a.model):.1e}")
 
 
 if __name__ == "__main__":
