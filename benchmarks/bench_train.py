@@ -24,9 +24,10 @@ from common import PY, REPO, machine_line, run_measured  # noqa: E402
 SETTINGS = {"segnet": dict(size=(360, 480), batch=4, classes=11), "deconvnet": dict(size=(224, 224), batch=8, classes=21)}
 CONFIGS = {  # name -> extra train.py overrides
     "segdeconv default": [],
+    "segdeconv NCHW": ["trainer.channels_last=false"],
     "segdeconv fp32": ["trainer.precision=fp32"],
-    "segdeconv channels_last": ["trainer.channels_last=true"],
     "segdeconv int64 switches": ["model.encoder.compact_switches=false"],
+    "segdeconv + activation checkpointing": ["model.checkpoint=true"],
 }
 
 

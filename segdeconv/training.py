@@ -45,7 +45,7 @@ from segdeconv.engine import LoopState, NonFiniteLoss, StepConfig, StopRequest, 
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.logging_utils import TBLogger, progress
 from segdeconv.rng import capture_rng, restore_rng, seed_everything
-from segdeconv.runtime import describe_cpu, resolve_device, resolve_precision
+from segdeconv.runtime import describe_cpu, resolve_channels_last, resolve_device, resolve_precision
 from segdeconv.wiring import (
     build_model,
     check_config,
@@ -72,6 +72,7 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = resolve_precision(t.precision, self.device)
+        self.channels_last = resolve_channels_last(t.channels_last, self.device, self.amp_dtype)
         seed_everything(int(t.seed), bool(t.deterministic))
         self.train_ds, self.val_ds = self._datasets()
         self.class_names, self.palette = class_info(cfg, self.train_ds)
@@ -126,7 +127,7 @@ class Trainer:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         t = self.cfg.trainer
-        if t.channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
             if t.get("sync_bn") and self.device.type != "cuda":
@@ -148,7 +149,8 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.tb = TBLogger(self.out / "tb", self.palette, purge_step=self.state.step + 1 if self.state.step else None)
-            log.info("device %s, precision %s, cpu %s", self.device, self.amp_dtype or "fp32", describe_cpu())
+            log.info("device %s, precision %s, %s, cpu %s", self.device, self.amp_dtype or "fp32",
+                     "channels_last" if self.channels_last else "NCHW", describe_cpu())
         history = self.history
         try:
             with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
@@ -180,7 +182,7 @@ class Trainer:
         self.train_ds.epoch = s.epoch
         self.train_loader.generator = loader_generator(int(t.seed), s.epoch)  # worker seeds = f(seed, epoch)
         step_cfg = StepConfig(self.device, self.amp_dtype, int(t.accumulate_grad_batches),
-                              bool(t.channels_last), t.grad_clip, int(t.get("skip_nonfinite_steps") or 0))
+                              self.channels_last, t.grad_clip, int(t.get("skip_nonfinite_steps") or 0))
         bar = progress(self.train_loader, self.dist.is_main and t.progress, f"epoch {s.epoch + 1}")
         speed = Throughput()
 
@@ -217,7 +219,7 @@ class Trainer:
 
         t0 = time.perf_counter()
         cm = evaluate(self.model, self.val_loader, self.model.num_classes, self.device, self.amp_dtype,
-                      int(self.cfg.loss.ignore_index), bool(t.channels_last), on_batch=keep)
+                      int(self.cfg.loss.ignore_index), self.channels_last, on_batch=keep)
         cm.all_reduce()
         m = cm.compute(self.class_names)
         m.update(epoch=self.state.epoch, step=self.state.step, seconds=round(time.perf_counter() - t0, 2))

@@ -1,10 +1,13 @@
 """The mirrored decoder: unpool with the encoder's switches, then conv/transposed-conv stages."""
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
 from segdeconv.models.layers import Switches, Unpool, conv_bn_relu
+from segdeconv.models.recompute import checkpointed
 from segdeconv.models.vgg import mirror_stages
 
 DECODER_KINDS = ("conv", "transposed")
@@ -16,7 +19,7 @@ class MirroredDecoder(nn.Module):
     ``kind="transposed"`` uses stride-1 transposed convolutions ("deconvolution" layers, as in
     DeconvNet); ``"conv"`` plain convolutions (SegNet). ``drop_last`` leaves out the final conv of
     the shallowest stage (SegNet: the classifier takes its place). ``relu=False`` gives
-    SegNet-Basic's linear decoder.
+    SegNet-Basic's linear decoder. ``checkpoint=True`` recomputes each stage in backward.
     """
 
     def __init__(
@@ -27,6 +30,7 @@ class MirroredDecoder(nn.Module):
         batch_norm: bool = True,
         relu: bool = True,
         drop_last: bool = False,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if kind not in DECODER_KINDS:
@@ -46,8 +50,15 @@ class MirroredDecoder(nn.Module):
             for stage in plan
         )
         self.out_channels = plan[-1][-1][1]
+        self.checkpoint = checkpoint
 
     def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
         for stage, sw in zip(self.stages, reversed(switches)):
-            x = stage(self.unpool(x, sw))  # unpool: (B,C,h,w) -> (B,C,2h,2w) at the switch positions
+            if self.checkpoint:  # keep only the stage input; recompute unpool + convs in backward
+                x = checkpointed(stage, partial(self._stage, stage), x, sw)
+            else:
+                x = self._stage(stage, x, sw)
         return x
+
+    def _stage(self, stage: nn.Sequential, x: Tensor, sw: Switches) -> Tensor:
+        return stage(self.unpool(x, sw))  # unpool: (B,C,h,w) -> (B,C,2h,2w) at the switch positions

@@ -18,10 +18,10 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.layers import init_weights
+from segdeconv.models.recompute import checkpointed
 from segdeconv.models.vgg import VGGEncoder, _load_vgg_state
 from segdeconv.models.validate import check_input
 
@@ -37,7 +37,8 @@ class DeconvNet(nn.Module):
     """VGG16-BN encoder → fc6/fc7 as convolutions → fc6-deconv → mirrored unpool + deconv decoder.
 
     ``checkpoint_fc=True`` recomputes the fc6/fc7/fc6-deconv activations in backward instead of
-    storing them (activation checkpointing, saves memory at large inputs).
+    storing them (activation checkpointing, saves memory at large inputs); ``checkpoint=True`` does
+    so for every encoder/decoder stage too. BN statistics are updated once either way.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class DeconvNet(nn.Module):
         decoder: str = "transposed",
         fc_channels: int = 4096,
         checkpoint_fc: bool = False,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -57,9 +59,10 @@ class DeconvNet(nn.Module):
         self.fc6 = _fc_block(nn.Conv2d(c5, fc, FC_KERNEL), fc, bn)
         self.fc7 = _fc_block(nn.Conv2d(fc, fc, 1), fc, bn)
         self.fc6_deconv = _fc_block(nn.ConvTranspose2d(fc, c5, FC_KERNEL), c5, bn)
-        self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn)
+        self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn, checkpoint=checkpoint)
+        enc.checkpoint = enc.checkpoint or checkpoint
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, 1)
-        self.checkpoint_fc = checkpoint_fc
+        self.checkpoint_fc = checkpoint_fc or checkpoint
         for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
             init_weights(m)
         if enc.weights:
@@ -73,10 +76,7 @@ class DeconvNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder, min_pooled=FC_KERNEL)
         feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
-        if self.checkpoint_fc and torch.is_grad_enabled():
-            x = checkpoint(self._fc, feats, use_reentrant=False)
-        else:
-            x = self._fc(feats)
+        x = checkpointed(self, self._fc, feats) if self.checkpoint_fc else self._fc(feats)
         x = self.decoder(x, switches)  # (B, 64, H, W)
         return self.classifier(x)  # (B, num_classes, H, W)
 

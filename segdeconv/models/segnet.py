@@ -23,7 +23,9 @@ class SegNet(nn.Module):
     """Encoder with switches → mirrored unpool/conv decoder → classifier.
 
     ``forward(x: (B,3,H,W)) -> (B,num_classes,H,W)`` logits at the input size (any H, W ≥ 1;
-    with ``ceil_mode`` every size unpools back exactly).
+    with ``ceil_mode`` every size unpools back exactly). ``checkpoint=True``: every encoder and
+    decoder stage keeps only its input and is recomputed in backward (≈ 1/3 more compute, far
+    less activation memory; outputs, gradients and BN statistics unchanged).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class SegNet(nn.Module):
         decoder: str = "conv",
         classifier_kernel: int = 3,
         decoder_relu: bool = True,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -41,8 +44,9 @@ class SegNet(nn.Module):
         # SegNet: the classifier replaces the last conv of the shallowest decoder stage.
         drop_last = classifier_kernel != 1 and len(enc.stages[0]) > 1
         self.decoder = MirroredDecoder(
-            enc.stages, enc.kernel_size, decoder, enc.batch_norm, decoder_relu, drop_last
+            enc.stages, enc.kernel_size, decoder, enc.batch_norm, decoder_relu, drop_last, checkpoint
         )
+        enc.checkpoint = enc.checkpoint or checkpoint
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, classifier_kernel, padding=classifier_kernel // 2)
         init_weights(self.decoder)
         init_weights(self.classifier)
@@ -55,9 +59,10 @@ class SegNet(nn.Module):
 
 
 def segnet_basic(
-    num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False
+    num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False,
+    checkpoint: bool = False,
 ) -> SegNet:
     """SegNet-Basic: 4×(64 7×7 conv, BN, ReLU, pool) encoder, linear 7×7 decoder, 1×1 classifier."""
     enc = VGGEncoder("basic", batch_norm=True, width=width, ceil_mode=ceil_mode,
                      compact_switches=compact_switches)
-    return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False)
+    return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False, checkpoint=checkpoint)

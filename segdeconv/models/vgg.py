@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.models.layers import Pool, Switches, conv_bn_relu, init_weights
+from segdeconv.models.recompute import checkpointed
 
 # name -> (channels per stage, kernel size). One table for every encoder and its mirrored decoder.
 CFGS: dict[str, tuple[list[list[int]], int]] = {
@@ -46,7 +47,8 @@ class VGGEncoder(nn.Module):
 
     ``forward(x)`` returns ``(features, switches)``: features ``(B, C5, H/2^S, W/2^S)`` and one
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
-    (``vgg16_bn-*.pth``) — never downloaded.
+    (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
+    activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class VGGEncoder(nn.Module):
         compact_switches: bool = False,
         in_channels: int = 3,
         weights: Optional[Union[str, Path]] = None,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         self.arch, self.batch_norm, self.width = arch, batch_norm, width
@@ -73,6 +76,7 @@ class VGGEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_channels = c_in
         self.ceil_mode = ceil_mode
+        self.checkpoint = checkpoint
         init_weights(self)
         self.weights = str(weights) if weights else None
         if weights:
@@ -89,13 +93,18 @@ class VGGEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
         switches: list[Switches] = []
-        for m in self.features:
-            if isinstance(m, Pool):
-                x, sw = m(x)
-                switches.append(sw)
+        for stage in self.stage_modules():  # [conv, BN, ReLU]×n + Pool
+            if self.checkpoint:  # keep only the stage input; recompute the rest in backward
+                x, sw = checkpointed(stage, stage, x)
             else:
-                x = m(x)
+                x, sw = stage(x)
+            switches.append(sw)
         return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches
+
+    def stage_modules(self) -> list[nn.Sequential]:
+        """One ``Sequential`` per stage, ending with its :class:`Pool` (views of ``features``)."""
+        ends = [i + 1 for i, m in enumerate(self.features) if isinstance(m, Pool)]
+        return [self.features[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
     def load_pretrained(self, path: Union[str, Path]) -> None:
         """Load ``features.*`` from a local torchvision VGG state dict; clear errors on any mismatch."""

@@ -1,0 +1,52 @@
+"""Activation checkpointing that is safe for BatchNorm (Chen et al. 2016, "Training deep nets with
+sublinear memory cost"): keep a block's input, recompute its activations during backward.
+
+``torch.utils.checkpoint`` re-runs the block's forward; a BatchNorm in training mode would then
+update its running statistics a second time (momentum applied twice per step). :func:`checkpointed`
+restores the statistics after the recomputation, so a checkpointed model trains exactly like the
+plain one: same outputs, same gradients, same running statistics.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+
+@contextmanager
+def kept_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Restore every BatchNorm buffer (running mean/var, counter) of ``module`` on exit."""
+    bufs = [b for m in module.modules() if isinstance(m, _BatchNorm) for b in m.buffers()]
+    saved = [b.detach().clone() for b in bufs]
+    try:
+        yield
+    finally:  # also when checkpoint's early stop ends the recomputation with an exception
+        with torch.no_grad():
+            for b, v in zip(bufs, saved):
+                b.copy_(v)
+
+
+def checkpointed(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` (which runs ``module``) with its activations recomputed in backward.
+
+    Only when autograd records (training); in ``no_grad``/inference it is a plain call. The first
+    call is the real forward; the second, made by autograd during backward, keeps BatchNorm
+    statistics as they were.
+    """
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    calls = 0
+
+    def run(*a: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return fn(*a)
+        with kept_bn_stats(module):
+            return fn(*a)
+
+    return checkpoint(run, *args, use_reentrant=False)

@@ -1,0 +1,101 @@
+"""Activation checkpointing (``model.checkpoint=true``): same training step, less saved memory."""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from segdeconv.models import DeconvNet, SegNet, VGGEncoder, segnet_basic
+from segdeconv.models import recompute
+
+SIZE = (197, 203)  # odd sizes (ceil-mode pools), large enough for DeconvNet's 7×7 fc6
+
+
+def pair(kind: str) -> tuple[nn.Module, nn.Module]:
+    """(plain, checkpointed) models with identical weights."""
+    torch.manual_seed(0)
+    if kind == "segnet_basic":
+        plain = segnet_basic(5, width=0.25, compact_switches=True)
+    elif kind == "segnet":
+        plain = SegNet(5, VGGEncoder(width=0.125, compact_switches=True))
+    else:
+        plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64)
+    twin = copy.deepcopy(plain)
+    twin.encoder.checkpoint = twin.decoder.checkpoint = True
+    if isinstance(twin, DeconvNet):
+        twin.checkpoint_fc = True
+    return plain, twin
+
+
+def train_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    model.train()
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        y = model(x)
+    y.float().square().mean().backward()
+    return y.detach()
+
+
+@pytest.mark.parametrize("kind", ["segnet", "deconvnet", "segnet_basic"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_checkpointed_step_is_identical(kind, bf16):
+    """Outputs, every gradient and every BatchNorm buffer match the plain model bit for bit."""
+    plain, ckpt = pair(kind)
+    x = torch.randn(2, 3, *SIZE)
+    y1, y2 = train_step(plain, x, bf16), train_step(ckpt, x, bf16)
+    assert torch.equal(y1, y2)
+    for (n, p1), p2 in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.equal(p1.grad, p2.grad), n
+    for (n, b1), b2 in zip(plain.named_buffers(), ckpt.buffers()):
+        assert torch.equal(b1, b2), n
+
+
+def test_bn_statistics_would_be_updated_twice_without_the_guard(monkeypatch):
+    """The guard is what keeps BN running stats right: without it the recomputation moves them again."""
+    monkeypatch.setattr(recompute, "kept_bn_stats", lambda module: contextlib.nullcontext())
+    plain, ckpt = pair("segnet")
+    x = torch.randn(2, 3, *SIZE)
+    train_step(plain, x, False), train_step(ckpt, x, False)
+    means = [(b1, b2) for (n, b1), b2 in zip(plain.named_buffers(), ckpt.buffers()) if n.endswith("running_mean")]
+    assert any(not torch.equal(b1, b2) for b1, b2 in means)
+
+
+def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward after the forward pass (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.train()(x).sum().backward()
+    return sum(seen.values())
+
+
+def test_checkpointing_keeps_far_fewer_activations():
+    plain, ckpt = pair("segnet")
+    x = torch.randn(2, 3, 96, 128)
+    weights = sum(p.numel() * p.element_size() for p in plain.parameters())
+    full, low = saved_bytes(plain, x) - weights, saved_bytes(ckpt, x) - weights
+    assert low < 0.35 * full, (low, full)
+
+
+def test_no_recomputation_without_autograd(monkeypatch):
+    """Inference (no_grad / inference_mode) never goes through torch.utils.checkpoint."""
+    monkeypatch.setattr(recompute, "checkpoint", lambda *a, **k: pytest.fail("checkpoint called"))
+    _, ckpt = pair("deconvnet")
+    with torch.inference_mode():
+        assert ckpt.eval()(torch.randn(1, 3, *SIZE)).shape == (1, 5, *SIZE)
+
+
+def test_config_flag_builds_a_checkpointed_model(tmp_path):
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    for model in ("segnet", "segnet_basic", "deconvnet"):
+        cfg = compose_cfg([f"model={model}", "model.checkpoint=true", "model.num_classes=3"])
+        m = instantiate(cfg.model)
+        assert m.encoder.checkpoint and m.decoder.checkpoint, model
