@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,22 @@ def timed(fn, x, rounds: int) -> float:
     return x.shape[0] / best
 
 
+def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
+    """The model exported to ONNX and run by onnxruntime (None when onnx/onnxruntime are absent)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    import tempfile
+
+    from segdeconv.export import exportable, export_onnx, runner
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(exportable(model), path, x[:1])
+    run = runner("onnx", path)
+    return lambda v: run(v.numpy())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="segnet", choices=sorted(SETTINGS))
@@ -70,12 +87,22 @@ def main() -> None:
         with torch.inference_mode():
             return fused(v)
 
+    fused_cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+
+    def run_ours_nhwc(v):
+        with torch.inference_mode(), amp():
+            return fused_cl(v.contiguous(memory_format=torch.channels_last))
+
     with torch.inference_mode():
         err = (fused(x[:1]) - ours(x[:1])).abs().max().item()
     gflop = forward_gflops(ours, x[:1])
     rows = [("reference (fp32 eager, no_grad, MaxUnpool2d int64)", run_ref),
             ("segdeconv: BN folded + compact switches, fp32", run_fused_fp32),
-            (f"segdeconv default ({'bf16' if bf16 else 'fp32'} where native + BN folded + inference_mode)", run_ours)]
+            (f"segdeconv default ({'bf16' if bf16 else 'fp32'} where native + BN folded + inference_mode)", run_ours),
+            (f"segdeconv default + channels_last", run_ours_nhwc)]
+    ort_run = onnxruntime_runner(fused, x)
+    if ort_run is not None:
+        rows.append(("onnxruntime (fp32, BN folded; `python export.py format=onnx`)", ort_run))
     speeds = {name: timed(fn, x, a.rounds) for name, fn in rows}
     ref_s = speeds[rows[0][0]]
     print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, inference "

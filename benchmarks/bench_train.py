@@ -28,6 +28,9 @@ CONFIGS = {  # name -> extra train.py overrides
     "segdeconv fp32": ["trainer.precision=fp32"],
     "segdeconv int64 switches": ["model.encoder.compact_switches=false"],
     "segdeconv + activation checkpointing": ["model.checkpoint=true"],
+    "segdeconv + checkpoint 1 shallowest stage": ["model.checkpoint=1"],
+    "segdeconv + checkpoint 2 shallowest stages": ["model.checkpoint=2"],
+    "segdeconv + checkpoint 3 shallowest stages": ["model.checkpoint=3"],
 }
 
 
@@ -57,8 +60,8 @@ def ours(model: str, extra: list[str], steps: tuple[int, int]) -> tuple[float, f
     base = [PY, "train.py", f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
             f"dataset.batch_size={s['batch']}", f"dataset.train.length={s['batch'] * steps[1]}", "dataset.val.length=1",
             "trainer.progress=false", "hydra.run.dir=/tmp/segdeconv_bench", *extra]
-    if model == "deconvnet":
-        base.append("dataset.num_classes=21")  # same class count as the reference
+    if model == "deconvnet":  # the reference's class count and optimizer (SGD, as voc_deconvnet): with 252M
+        base += ["dataset.num_classes=21", "optimizer=sgd"]  # parameters AdamW's state alone would be +2 GB
     runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"]) for n in steps]
     img_s = s["batch"] * (steps[1] - steps[0]) / (runs[1][0] - runs[0][0])
     return img_s, max(r[1] for r in runs)

@@ -14,7 +14,7 @@ from segdeconv.models import recompute
 SIZE = (197, 203)  # odd sizes (ceil-mode pools), large enough for DeconvNet's 7×7 fc6
 
 
-def pair(kind: str) -> tuple[nn.Module, nn.Module]:
+def pair(kind: str, setting=True) -> tuple[nn.Module, nn.Module]:
     """(plain, checkpointed) models with identical weights."""
     torch.manual_seed(0)
     if kind == "segnet_basic":
@@ -24,9 +24,9 @@ def pair(kind: str) -> tuple[nn.Module, nn.Module]:
     else:
         plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64)
     twin = copy.deepcopy(plain)
-    twin.encoder.checkpoint = twin.decoder.checkpoint = True
+    twin.encoder.checkpoint = twin.decoder.checkpoint = setting
     if isinstance(twin, DeconvNet):
-        twin.checkpoint_fc = True
+        twin.checkpoint_fc = setting is True
     return plain, twin
 
 
@@ -38,11 +38,12 @@ def train_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
     return y.detach()
 
 
-@pytest.mark.parametrize("kind", ["segnet", "deconvnet", "segnet_basic"])
+@pytest.mark.parametrize("kind,setting", [("segnet", True), ("segnet", 2), ("deconvnet", True),
+                                          ("deconvnet", 1), ("segnet_basic", True)])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_checkpointed_step_is_identical(kind, bf16):
+def test_checkpointed_step_is_identical(kind, setting, bf16):
     """Outputs, every gradient and every BatchNorm buffer match the plain model bit for bit."""
-    plain, ckpt = pair(kind)
+    plain, ckpt = pair(kind, setting)
     x = torch.randn(2, 3, *SIZE)
     y1, y2 = train_step(plain, x, bf16), train_step(ckpt, x, bf16)
     assert torch.equal(y1, y2)
@@ -76,11 +77,22 @@ def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def test_checkpointing_keeps_far_fewer_activations():
+    """All stages: a small fraction of the activations; the 2 shallowest stages: already most of the saving."""
     plain, ckpt = pair("segnet")
+    _, shallow = pair("segnet", 2)
     x = torch.randn(2, 3, 96, 128)
     weights = sum(p.numel() * p.element_size() for p in plain.parameters())
-    full, low = saved_bytes(plain, x) - weights, saved_bytes(ckpt, x) - weights
+    full, low, mid = (saved_bytes(m, x) - weights for m in (plain, ckpt, shallow))
     assert low < 0.35 * full, (low, full)
+    assert low < mid < 0.6 * full, (mid, full)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "all"])
+def test_bad_setting_is_a_config_error(bad):
+    from segdeconv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.checkpoint"):
+        VGGEncoder(width=0.125, checkpoint=bad)
 
 
 def test_no_recomputation_without_autograd(monkeypatch):

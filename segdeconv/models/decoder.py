@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Union
 
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
 from segdeconv.models.layers import Switches, Unpool, conv_bn_relu
-from segdeconv.models.recompute import checkpointed
+from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 from segdeconv.models.vgg import mirror_stages
 
 DECODER_KINDS = ("conv", "transposed")
@@ -19,7 +20,8 @@ class MirroredDecoder(nn.Module):
     ``kind="transposed"`` uses stride-1 transposed convolutions ("deconvolution" layers, as in
     DeconvNet); ``"conv"`` plain convolutions (SegNet). ``drop_last`` leaves out the final conv of
     the shallowest stage (SegNet: the classifier takes its place). ``relu=False`` gives
-    SegNet-Basic's linear decoder. ``checkpoint=True`` recomputes each stage in backward.
+    SegNet-Basic's linear decoder. ``checkpoint=True`` recomputes each stage in backward
+    (``N``: the N shallowest).
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class MirroredDecoder(nn.Module):
         batch_norm: bool = True,
         relu: bool = True,
         drop_last: bool = False,
-        checkpoint: bool = False,
+        checkpoint: Union[bool, int] = False,
     ) -> None:
         super().__init__()
         if kind not in DECODER_KINDS:
@@ -51,10 +53,11 @@ class MirroredDecoder(nn.Module):
         )
         self.out_channels = plan[-1][-1][1]
         self.checkpoint = checkpoint
+        stage_is_checkpointed(checkpoint, 0)  # validate
 
     def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
-        for stage, sw in zip(self.stages, reversed(switches)):
-            if self.checkpoint:  # keep only the stage input; recompute unpool + convs in backward
+        for i, (stage, sw) in enumerate(zip(self.stages, reversed(switches))):
+            if stage_is_checkpointed(self.checkpoint, len(self.stages) - 1 - i):  # keep the input, recompute in backward
                 x = checkpointed(stage, partial(self._stage, stage), x, sw)
             else:
                 x = self._stage(stage, x, sw)

@@ -14,7 +14,7 @@ Fig. 2 of the paper, top to bottom::
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,7 @@ class DeconvNet(nn.Module):
         decoder: str = "transposed",
         fc_channels: int = 4096,
         checkpoint_fc: bool = False,
-        checkpoint: bool = False,
+        checkpoint: Union[bool, int] = False,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -60,9 +60,9 @@ class DeconvNet(nn.Module):
         self.fc7 = _fc_block(nn.Conv2d(fc, fc, 1), fc, bn)
         self.fc6_deconv = _fc_block(nn.ConvTranspose2d(fc, c5, FC_KERNEL), c5, bn)
         self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn, checkpoint=checkpoint)
-        enc.checkpoint = enc.checkpoint or checkpoint
+        enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, 1)
-        self.checkpoint_fc = checkpoint_fc or checkpoint
+        self.checkpoint_fc = checkpoint_fc or checkpoint is True
         for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
             init_weights(m)
         if enc.weights:

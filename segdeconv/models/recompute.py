@@ -9,12 +9,14 @@ plain one: same outputs, same gradients, same running statistics.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
+
+from segdeconv.errors import ConfigError
 
 
 @contextmanager
@@ -50,3 +52,13 @@ def checkpointed(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
             return fn(*a)
 
     return checkpoint(run, *args, use_reentrant=False)
+
+
+def stage_is_checkpointed(setting: Union[bool, int], depth: int) -> bool:
+    """``model.checkpoint``: ``True`` = every stage, ``N`` = the N shallowest (depth 0 = full resolution,
+    where activations are largest and convolutions cheapest to recompute per byte kept), ``False``/0 = none."""
+    if isinstance(setting, bool):
+        return setting
+    if not isinstance(setting, int) or setting < 0:
+        raise ConfigError(f"model.checkpoint={setting!r}: use false, true, or a number of stages ≥ 0")
+    return depth < setting

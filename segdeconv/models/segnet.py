@@ -9,7 +9,7 @@ normalisation.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from torch import Tensor, nn
 
@@ -25,7 +25,8 @@ class SegNet(nn.Module):
     ``forward(x: (B,3,H,W)) -> (B,num_classes,H,W)`` logits at the input size (any H, W ≥ 1;
     with ``ceil_mode`` every size unpools back exactly). ``checkpoint=True``: every encoder and
     decoder stage keeps only its input and is recomputed in backward (≈ 1/3 more compute, far
-    less activation memory; outputs, gradients and BN statistics unchanged).
+    less activation memory; outputs, gradients and BN statistics unchanged); ``checkpoint=N``: only
+    the N shallowest encoder and decoder stages (full resolution first: most memory per FLOP).
     """
 
     def __init__(
@@ -35,7 +36,7 @@ class SegNet(nn.Module):
         decoder: str = "conv",
         classifier_kernel: int = 3,
         decoder_relu: bool = True,
-        checkpoint: bool = False,
+        checkpoint: Union[bool, int] = False,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -46,7 +47,7 @@ class SegNet(nn.Module):
         self.decoder = MirroredDecoder(
             enc.stages, enc.kernel_size, decoder, enc.batch_norm, decoder_relu, drop_last, checkpoint
         )
-        enc.checkpoint = enc.checkpoint or checkpoint
+        enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, classifier_kernel, padding=classifier_kernel // 2)
         init_weights(self.decoder)
         init_weights(self.classifier)
@@ -60,7 +61,7 @@ class SegNet(nn.Module):
 
 def segnet_basic(
     num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False,
-    checkpoint: bool = False,
+    checkpoint: Union[bool, int] = False,
 ) -> SegNet:
     """SegNet-Basic: 4×(64 7×7 conv, BN, ReLU, pool) encoder, linear 7×7 decoder, 1×1 classifier."""
     enc = VGGEncoder("basic", batch_norm=True, width=width, ceil_mode=ceil_mode,

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.models.layers import Pool, Switches, conv_bn_relu, init_weights
-from segdeconv.models.recompute import checkpointed
+from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 
 # name -> (channels per stage, kernel size). One table for every encoder and its mirrored decoder.
 CFGS: dict[str, tuple[list[list[int]], int]] = {
@@ -48,7 +48,8 @@ class VGGEncoder(nn.Module):
     ``forward(x)`` returns ``(features, switches)``: features ``(B, C5, H/2^S, W/2^S)`` and one
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
     (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
-    activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward.
+    activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
+    ``checkpoint=N`` only the N shallowest stages.
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class VGGEncoder(nn.Module):
         compact_switches: bool = False,
         in_channels: int = 3,
         weights: Optional[Union[str, Path]] = None,
-        checkpoint: bool = False,
+        checkpoint: Union[bool, int] = False,
     ) -> None:
         super().__init__()
         self.arch, self.batch_norm, self.width = arch, batch_norm, width
@@ -77,6 +78,7 @@ class VGGEncoder(nn.Module):
         self.out_channels = c_in
         self.ceil_mode = ceil_mode
         self.checkpoint = checkpoint
+        stage_is_checkpointed(checkpoint, 0)  # validate
         init_weights(self)
         self.weights = str(weights) if weights else None
         if weights:
@@ -93,8 +95,8 @@ class VGGEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
         switches: list[Switches] = []
-        for stage in self.stage_modules():  # [conv, BN, ReLU]×n + Pool
-            if self.checkpoint:  # keep only the stage input; recompute the rest in backward
+        for depth, stage in enumerate(self.stage_modules()):  # [conv, BN, ReLU]×n + Pool
+            if stage_is_checkpointed(self.checkpoint, depth):  # keep the input; recompute the rest in backward
                 x, sw = checkpointed(stage, stage, x)
             else:
                 x, sw = stage(x)
