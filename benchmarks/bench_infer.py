@@ -48,9 +48,9 @@ def timed(fn, x, rounds: int) -> float:
 
 def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
     """The model exported to ONNX and run by onnxruntime (None when onnx/onnxruntime are absent)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         return None
     import tempfile
 
@@ -99,7 +99,7 @@ def main() -> None:
     rows = [("reference (fp32 eager, no_grad, MaxUnpool2d int64)", run_ref),
             ("segdeconv: BN folded + compact switches, fp32", run_fused_fp32),
             (f"segdeconv default ({'bf16' if bf16 else 'fp32'} where native + BN folded + inference_mode)", run_ours),
-            (f"segdeconv default + channels_last", run_ours_nhwc)]
+            ("segdeconv default + channels_last (Predictor default)", run_ours_nhwc)]
     ort_run = onnxruntime_runner(fused, x)
     if ort_run is not None:
         rows.append(("onnxruntime (fp32, BN folded; `python export.py format=onnx`)", ort_run))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from segdeconv.checkpoint import load_checkpoint
@@ -18,7 +19,7 @@ from segdeconv.engine import evaluate
 from segdeconv.errors import ConfigError
 from segdeconv.eval_report import WorstImages, write_report
 from segdeconv.metrics import format_table
-from segdeconv.runtime import resolve_device, resolve_precision
+from segdeconv.runtime import resolve_channels_last, resolve_device, resolve_precision
 from segdeconv.tta import describe, make_predict_fn
 from segdeconv.distributed import cleanup, env_info, init_distributed
 from segdeconv.wiring import (default_palette, eval_loader, instantiate_node, model_from_checkpoint,
@@ -67,7 +68,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     report = cfg.get("report") or {}
     worst = WorstImages(int(report.get("worst_k", 8)), model.num_classes, ignore_index)
     t0 = time.perf_counter()
-    cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index,
+    # the layout training validated with (NHWC vs NCHW can move bf16 logits by an ulp): same numbers
+    channels_last = resolve_channels_last(train_cfg.get("trainer", {}).get("channels_last", False), device, amp_dtype)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
                   predict=predict, on_batch=worst)
     cm.all_reduce()  # torchrun: each rank saw its own unpadded shard; the sum is the whole split
     seconds = time.perf_counter() - t0

@@ -99,7 +99,7 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     check_output(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
     p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
                                   cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
-                                  _size(cfg.input_size), cfg.get("crf"))
+                                  _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)))
     if len(p.class_names) > 256:
         raise UserError(f"{len(p.class_names)} classes do not fit an 8-bit index PNG")
     lut, name_of = palette_array(p.palette), dict(zip(inputs, names))

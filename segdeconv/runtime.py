@@ -5,7 +5,6 @@ GPU: Ampere+). On an AVX2-only CPU bf16 is emulated and ~50× slower, so ``auto`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch

@@ -1,5 +1,4 @@
 """Every config composes, and every model×dataset pair instantiates with matching class counts."""
-from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
@@ -59,3 +58,21 @@ def test_optimizer_and_scheduler_are_partials():
     for option in GROUPS["scheduler"]:
         sched = instantiate(compose_cfg([f"scheduler={option}", "output_dir=/tmp/x"]).scheduler)(opt, total_steps=10)
         assert sched.get_last_lr()[0] > 0
+
+
+def test_channels_last_auto_follows_the_hardware(monkeypatch):
+    import torch
+
+    from segdeconv import runtime
+    from segdeconv.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16) is True
+    assert runtime.resolve_channels_last("auto", cpu, None) is False  # fp32 CPU: NCHW
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16) is False  # emulated bf16
+    assert runtime.resolve_channels_last("auto", torch.device("cuda"), torch.float16) is True
+    assert runtime.resolve_channels_last(True, cpu, None) is True
+    with pytest.raises(ConfigError, match="trainer.channels_last"):
+        runtime.resolve_channels_last("yes", cpu, None)

@@ -4,9 +4,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import torch
 
 from conftest import REPO, TINY
 from segdeconv.checkpoint import load_checkpoint

@@ -246,3 +246,21 @@ def test_pickle_with_code_is_refused_and_not_executed(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         Predictor.from_checkpoint(path, device="cpu")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_optimized_predictor_matches_the_plain_model(tiny_ckpt, image, precision, monkeypatch):
+    """``optimize`` (default): BatchNorm folded away, channels_last where it pays — same masks, logits
+    within rounding; ``optimize=False`` keeps the model exactly as evaluate.py runs it."""
+    if precision == "bf16":  # NHWC is chosen on native-bf16 CPUs: exercise that path on any CPU
+        monkeypatch.setattr("segdeconv.inference.resolve_channels_last", lambda *a: True)
+    fast = Predictor.from_checkpoint(tiny_ckpt, device="cpu", precision=precision)
+    exact = Predictor.from_checkpoint(tiny_ckpt, device="cpu", precision=precision, optimize=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in exact.model.modules())
+    assert fast.channels_last == (precision == "bf16")
+    p_fast, p_exact = fast.predict_proba(image), exact.predict_proba(image)
+    tol = 1e-5 if precision == "fp32" else 0.05
+    assert np.abs(p_fast - p_exact).max() < tol
+    agree = (fast.predict(image) == exact.predict(image)).mean()
+    assert agree > (0.999 if precision == "fp32" else 0.97), agree
