@@ -36,14 +36,18 @@ def ours_model(model: str, classes: int) -> torch.nn.Module:
     return m.eval()
 
 
-def timed(fn, x, rounds: int) -> float:
-    fn(x)  # warm-up (oneDNN primitive creation)
-    best = float("inf")
+def timed(rows: list, x: torch.Tensor, rounds: int) -> dict:
+    """{name: img/s}: the best of ``rounds`` timings each, rounds interleaved across configs so that
+    machine noise (±10% on shared 2-core machines) hits every config alike."""
+    best = {name: float("inf") for name, _ in rows}
+    for _, fn in rows:
+        fn(x)  # warm-up (oneDNN primitive creation)
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn(x)
-        best = min(best, time.perf_counter() - t)
-    return x.shape[0] / best
+        for name, fn in rows:
+            t = time.perf_counter()
+            fn(x)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: x.shape[0] / dt for name, dt in best.items()}
 
 
 def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
@@ -60,6 +64,20 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
     export_onnx(exportable(model), path, x[:1])
     run = runner("onnx", path)
     return lambda v: run(v.numpy())
+
+
+def fold_error(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """BN folding is exact algebra: in fp64 the folded model matches to ~1e-15. In fp32, rounding
+    (~1e-6) can flip max-pool near-ties — the 2×2 window's top two inputs within rounding — and the
+    unpooled value then lands one pixel over, so fp32 is reported as argmax agreement."""
+    exact64 = copy.deepcopy(model).double()
+    fused64 = fold_batchnorm(copy.deepcopy(exact64))
+    with torch.inference_mode():
+        a, b = exact64(x.double()), fused64(x.double())
+        a32, b32 = model(x), fold_batchnorm(copy.deepcopy(model))(x)
+    rel64 = ((a - b).abs().max() / a.abs().max()).item()
+    agree = (a32.argmax(1) == b32.argmax(1)).float().mean().item()
+    return f"fp64 max |Δlogit| / max |logit| = {rel64:.1e}; fp32 argmax agreement {100 * agree:.3f}%"
 
 
 def main() -> None:
@@ -93,24 +111,24 @@ def main() -> None:
         with torch.inference_mode(), amp():
             return fused_cl(v.contiguous(memory_format=torch.channels_last))
 
-    with torch.inference_mode():
-        err = (fused(x[:1]) - ours(x[:1])).abs().max().item()
+    err = fold_error(ours, x[:1])
     gflop = forward_gflops(ours, x[:1])
     rows = [("reference (fp32 eager, no_grad, MaxUnpool2d int64)", run_ref),
             ("segdeconv: BN folded + compact switches, fp32", run_fused_fp32),
-            (f"segdeconv default ({'bf16' if bf16 else 'fp32'} where native + BN folded + inference_mode)", run_ours),
-            ("segdeconv default + channels_last (Predictor default)", run_ours_nhwc)]
+            (f"segdeconv {'bf16 (native)' if bf16 else 'fp32 (no native bf16)'} + BN folded + inference_mode, NCHW",
+             run_ours),
+            ("**segdeconv `Predictor` default** (the above + channels_last)", run_ours_nhwc)]
     ort_run = onnxruntime_runner(fused, x)
     if ort_run is not None:
         rows.append(("onnxruntime (fp32, BN folded; `python export.py format=onnx`)", ort_run))
-    speeds = {name: timed(fn, x, a.rounds) for name, fn in rows}
+    speeds = timed(rows, x, a.rounds)
     ref_s = speeds[rows[0][0]]
     print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, inference "
           f"({gflop:.1f} GFLOP/image forward)\n")
     print("| config | img/s | vs reference | GFLOP/s |\n|---|---:|---:|---:|")
     for name, v in speeds.items():
         print(f"| {name} | {v:.3f} | {v / ref_s:.2f}× | {v * gflop:.0f} |")
-    print(f"\nBN folding exactness (fp32, max |Δlogit|): {err:.2e}")
+    print(f"\nBN folding exactness: {err}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ CONFIGS = {  # name -> extra train.py overrides
     "segdeconv default": [],
     "segdeconv NCHW": ["trainer.channels_last=false"],
     "segdeconv fp32": ["trainer.precision=fp32"],
+    "segdeconv channels_last": ["trainer.channels_last=true"],
     "segdeconv int64 switches": ["model.encoder.compact_switches=false"],
     "segdeconv + activation checkpointing": ["model.checkpoint=true"],
     "segdeconv + checkpoint 1 shallowest stage": ["model.checkpoint=1"],
@@ -98,6 +99,19 @@ def switches_bit_exact(model: str) -> float:
     return max((a - b).abs().max().item() for a, b in zip(*out))
 
 
+def gemm_ceiling_gflops(n: int = 2048, reps: int = 10) -> float:
+    """fp32 GFLOP/s of a large square matmul (best of ``reps``): about the most convolutions can reach here."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(reps + 1):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="segnet", choices=sorted(SETTINGS))
@@ -119,7 +133,8 @@ def main() -> None:
         print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {img_s * gf:.0f} | {rss:.2f} | {rss / ref_rss:.2f}× |",
               flush=True)
     print(f"\n{gf:.0f} GFLOP per training image. Compact vs int64 switches, max |Δ| over logits and all "
-          f"gradients (fp32): {switches_bit_exact(a.model):.1e}")
+          f"gradients (fp32): {switches_bit_exact(a.model):.1e}. fp32 GEMM ceiling on this CPU (2048³ matmul): "
+          f"{gemm_ceiling_gflops():.0f} GFLOP/s.")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 VGG16-BN encoder with ``nn.MaxPool2d(return_indices=True)``, ``nn.MaxUnpool2d`` with int64 indices,
 fp32, eager, NCHW, plain SGD. Deliberately NOT part of the library.
 """
-import torch
 from torch import nn
 
 VGG16 = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]

@@ -72,6 +72,9 @@ def test_channels_last_auto_follows_the_hardware(monkeypatch):
     assert runtime.resolve_channels_last("auto", cpu, None) is False  # fp32 CPU: NCHW
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16) is False  # emulated bf16
+    assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16, inference=True) is False
+    assert runtime.resolve_channels_last("auto", cpu, None, inference=True) is True  # fp32 CPU inference: NHWC
+    assert runtime.resolve_channels_last(False, cpu, None, inference=True) is False
     assert runtime.resolve_channels_last("auto", torch.device("cuda"), torch.float16) is True
     assert runtime.resolve_channels_last(True, cpu, None) is True
     with pytest.raises(ConfigError, match="trainer.channels_last"):
