@@ -227,8 +227,9 @@ class Trainer:
             self.tb.metrics(m, self.state.step)
             self.tb.images(grid[: int(t.log_images)], self.state.step)
         if self.dist.is_main:
-            log.info("epoch %d step %d: val mIoU %.4f pixel acc %.4f", self.state.epoch, self.state.step,
-                     m["mIoU"], m["pixel_acc"])
+            s = self.state  # stopped by max_steps mid-epoch: name the epoch that was cut short
+            where = f"epoch {s.epoch + 1} (batch {s.batch_in_epoch})" if s.batch_in_epoch else f"epoch {s.epoch}"
+            log.info("%s step %d: val mIoU %.4f pixel acc %.4f", where, s.step, m["mIoU"], m["pixel_acc"])
         return m
 
     # ------------------------------------------------------------ checkpoints
