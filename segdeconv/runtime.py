@@ -65,7 +65,7 @@ def resolve_channels_last(value: object, device: torch.device, amp_dtype: Option
 
     Measured (benchmarks/README.md): with native bf16, NHWC trained SegNet 1.2× faster than NCHW and
     inferred 1.3× faster; on an AVX2-only CPU in fp32 it trained at 0.64× (backward convolutions) but
-    inferred 1.4× faster — so fp32 CPU training stays NCHW and fp32 CPU inference goes NHWC.
+    inferred 1.2× faster — so fp32 CPU training stays NCHW and fp32 CPU inference goes NHWC.
     """
     if isinstance(value, bool):
         return value
