@@ -49,10 +49,9 @@ def step_fn(model_name: str, reference: bool, precision: str, batch: int):
 
         m = ref_model(model_name, s["classes"])
     else:
-        from segdeconv.models import DeconvNet, SegNet, VGGEncoder
+        from bench_infer import ours_model
 
-        enc = VGGEncoder(compact_switches=True)
-        m = SegNet(s["classes"], enc) if model_name == "segnet" else DeconvNet(s["classes"], enc)
+        m = ours_model(model_name, s["classes"])
     m.train()
     opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, *s["size"]), torch.randint(0, s["classes"], (batch, *s["size"]))
@@ -84,7 +83,8 @@ def main() -> None:
     totals: dict[str, float] = {}
     for ev in prof.key_averages():
         if ev.key.startswith("aten::") or ev.key.startswith("segdeconv"):
-            totals[group_of(ev.key)] = totals.get(group_of(ev.key), 0.0) + ev.self_cpu_time_total / 1e6
+            g = group_of(ev.key)
+            totals[g] = totals.get(g, 0.0) + ev.self_cpu_time_total / 1e6
     measured = sum(totals.values())
     s = SETTINGS[a.model]
     who = "reference" if a.reference else "segdeconv"

@@ -108,8 +108,8 @@ class Predictor:
         ``(H, W)`` (see the module docstring). ``optimize``: fold BatchNorm into the convolutions
         and use channels_last where it pays (CUDA, native-bf16 CPUs, fp32 on CPUs) — vs the plain
         reference 2.6× faster on a native-bf16 CPU, 1.27× in fp32 on an AVX2-only one
-        (benchmarks/README.md); fp32 logits move by ~1e-6 (a max-pool near-tie may pick the other switch). ``False`` runs the model exactly as
-        ``evaluate.py`` does.
+        (benchmarks/README.md); fp32 logits move by ~1e-6 (a max-pool near-tie may pick the other
+        switch). ``False`` runs the model exactly as ``evaluate.py`` does.
         """
         ckpt = load_checkpoint(path)
         dev = resolve_device(device)
