@@ -2,8 +2,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from segdeconv.cli import run_task
-from segdeconv.evaluation import evaluate_checkpoint
+from segdeconv.cli import prepare_hydra, run_task
+from segdeconv.tasks.evaluate import evaluate_checkpoint
+
+prepare_hydra()  # resolvers + one-line Hydra errors, see segdeconv/cli.py
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -75,7 +75,7 @@ def train_gflop_per_image(model: str) -> float:
     import torch
 
     from reference import ref_model
-    from segdeconv.utils_flops import forward_gflops
+    from segdeconv.models.flops import forward_gflops
 
     s = SETTINGS[model]
     return 3 * forward_gflops(ref_model(model, s["classes"]).eval(), torch.randn(1, 3, *s["size"]))

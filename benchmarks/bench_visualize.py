@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from segdeconv.models import Pool, VGGEncoder
-from segdeconv.runtime import describe_cpu
+from segdeconv.engine.runtime import describe_cpu
 from segdeconv.visualize import Projector, collect_tiles, search_topk
 
 
@@ -58,11 +58,10 @@ def bench_projection(repeat: int) -> None:
 
 
 def bench_topk(ckpt: str, root: str) -> None:
-    from segdeconv.checkpoint import load_checkpoint
     from segdeconv.data.camvid import CamVid
-    from segdeconv.visualize.run import model_from_checkpoint
+    from segdeconv.trained import load_trained
 
-    proj = Projector.from_model(model_from_checkpoint(load_checkpoint(ckpt), ckpt))
+    proj = Projector.from_model(load_trained(ckpt).model)
     data = CamVid(root, "val")
     layers, channels = ["conv3_3", "conv5_3"], list(range(8))
     t0, c0 = time.perf_counter(), time.process_time()

@@ -32,7 +32,7 @@ def machine_line() -> str:
     """Date, CPU model/capability and torch version for the table header."""
     import torch
 
-    from segdeconv.runtime import describe_cpu
+    from segdeconv.engine.runtime import describe_cpu
 
     cpu = "unknown CPU"
     try:

@@ -32,7 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from segdeconv.checkpoint import load_checkpoint  # noqa: E402
+from segdeconv.engine.checkpoint import load_checkpoint  # noqa: E402
 
 VAL_LINE = re.compile(r"\bepoch (\d+) step (\d+): val")
 

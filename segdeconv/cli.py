@@ -117,8 +117,11 @@ def _script() -> str:
 def install_hydra_error_hook() -> None:
     """Make Hydra print its own errors as one ``error: …`` line (exit 2) instead of several lines.
 
-    Wraps ``hydra._internal.utils.run_and_report`` (hydra-core 1.3), which every ``@hydra.main`` goes
-    through; a no-op if that private function is missing. Task errors are :func:`run_task`'s job.
+    Why a hook: Hydra reports config errors (unknown option, misspelled key, bad override) raised
+    *before* the task function runs, inside ``hydra._internal.utils.run_and_report`` (hydra-core 1.3),
+    which every ``@hydra.main`` goes through and which prints a multi-line message and exits 1; no
+    public API changes that. This wraps that one private function (a no-op if it is missing), and is
+    installed only by :func:`prepare_hydra`. Task errors are :func:`run_task`'s job.
     """
     try:
         from hydra._internal import utils as hydra_utils
@@ -167,24 +170,22 @@ def run_stamp() -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def rank_tag() -> str:
-    """``[rank N]`` under torchrun (for log lines and file names), empty for a single process."""
-    return f"[rank {os.environ.get('RANK', '0')}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-
-
-def rank_suffix() -> str:
-    """``_rankN`` under torchrun (per-rank log file names), empty for a single process."""
-    return f"_rank{os.environ.get('RANK', '0')}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-
-
 def register_resolvers() -> None:
-    """OmegaConf resolvers used by conf/*.yaml (``${run_stamp:}``, ``${rank_tag:}``, ``${rank_suffix:}``)."""
+    """OmegaConf resolvers used by conf/hydra/default.yaml (``${run_stamp:}``, ``${rank_tag:}``,
+    ``${rank_suffix:}``)."""
     from omegaconf import OmegaConf
 
-    for name, fn in (("run_stamp", run_stamp), ("rank_tag", rank_tag), ("rank_suffix", rank_suffix)):
+    from segdeconv.engine.distributed import env_info
+
+    for name, fn in (("run_stamp", run_stamp), ("rank_tag", lambda: env_info().tag),
+                     ("rank_suffix", lambda: env_info().suffix)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
 
-register_resolvers()
-install_hydra_error_hook()
+def prepare_hydra() -> None:
+    """Called once by each entry script before ``@hydra.main`` runs: registers the resolvers and
+    installs :func:`install_hydra_error_hook`. Explicit (not an import side effect) so importing
+    segdeconv never changes Hydra's behaviour for other programs."""
+    register_resolvers()
+    install_hydra_error_hook()

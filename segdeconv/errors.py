@@ -22,3 +22,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt, unsafe or does not fit the model (names the file)."""
+
+
+def data_error(path: object, problem: str, fix: str) -> DataError:
+    """The one message shape for every data problem: ``<file>: <problem>; fix: <fix>``."""
+    return DataError(f"{path}: {problem}; fix: {fix}")

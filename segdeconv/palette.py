@@ -1,12 +1,18 @@
 """Colour maps for label images: colourize a class-index mask, blend it over an image."""
 from __future__ import annotations
 
+import colorsys
 from typing import Sequence, Union
 
 import numpy as np
 import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """Distinct colours for ``n`` classes (evenly spaced hues), for datasets without a palette."""
+    return [[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, n), 0.8, 0.95)] for i in range(n)]
 
 
 def palette_array(palette: Sequence[Sequence[int]], ignore_color: Sequence[int] = (255, 255, 255)) -> np.ndarray:

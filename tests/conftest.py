@@ -45,7 +45,7 @@ def shared_data(name: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """Output dir of a 2-epoch tiny synthetic training run (checkpoints/best.pt, last.pt, tb/)."""
-    from segdeconv.training import fit
+    from segdeconv.tasks.train import fit
 
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = compose_cfg(TINY + ["trainer.max_epochs=2", f"output_dir={out}"])

@@ -19,7 +19,7 @@ import torch
 from cli_helpers import run_cli, tiny, tree_digest
 from conftest import compose_cfg
 from data_helpers import make_camvid, rand_image, write_png
-from segdeconv.checkpoint import save_checkpoint
+from segdeconv.engine.checkpoint import save_checkpoint
 from test_reliability import RunsCode
 
 
@@ -91,9 +91,9 @@ def make_user_tree(u: Path) -> None:
     write_png(u / "camvid_label" / "trainannot" / "train_000.png", np.full((12, 16), 37))
     img = u / "camvid_corrupt" / "train" / "train_001.png"
     img.write_bytes(img.read_bytes()[:60])
-    from segdeconv.training import Trainer
+    from segdeconv.tasks.train import build_trainer
 
-    good = save_checkpoint(Trainer(compose_cfg([*TRAIN, f"output_dir={u / 'unused'}"])).checkpoint_state(),
+    good = save_checkpoint(build_trainer(compose_cfg([*TRAIN, f"output_dir={u / 'unused'}"])).checkpoint_state(),
                            u / "ckpt" / "good.pt")
     (u / "ckpt" / "truncated.pt").write_bytes(good.read_bytes()[:5000])
     torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, u / "ckpt" / "foreign.pt")

@@ -63,7 +63,7 @@ def test_optimizer_and_scheduler_are_partials():
 def test_channels_last_auto_follows_the_hardware(monkeypatch):
     import torch
 
-    from segdeconv import runtime
+    from segdeconv.engine import runtime
     from segdeconv.errors import ConfigError
 
     cpu = torch.device("cpu")

@@ -9,7 +9,9 @@ import pytest
 
 from data_helpers import CAMVID, make_camvid, make_folder, needs, rand_image, write_png
 from segdeconv.data.camvid import CamVid
-from segdeconv.data.check import check_dataset, run
+from cli_helpers import run_cli
+
+from segdeconv.data.check import check_dataset
 from segdeconv.data.folder import SegmentationFolder
 from segdeconv.data.voc import VOCSegmentation
 from segdeconv.errors import DataError
@@ -109,20 +111,27 @@ def test_check_dataset_lists_every_problem(tmp_path: Path) -> None:
         assert any(name in p and words in p for p in problems), problems
 
 
-def test_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    make_folder(tmp_path, split="train")
-    make_folder(tmp_path, split="val")
-    args = ["dataset=folder", f"dataset.root={tmp_path}", "dataset.num_classes=3",
-            "dataset.class_names=[a,b,c]"]
-    assert run(args) == 0
-    write_png(tmp_path / "val" / "masks" / "img0.png", np.full((12, 16), 37))
-    assert run(args) == 1
-    assert "img0.png: has label values [37]" in capsys.readouterr().out
-    assert run(["dataset=folder"]) == 2  # root missing -> clear message, no traceback
+def test_check_cli_exit_codes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_folder(data, split="train")
+    make_folder(data, split="val")
+    args = ["dataset=folder", f"dataset.root={data}", "dataset.num_classes=3",
+            "dataset.class_names=[a,b,c]", f"hydra.run.dir={tmp_path / 'run'}"]
+    ok = run_cli("check_data.py", args)
+    assert ok.returncode == 0 and "OK: no problems found" in ok.stdout, ok.stderr
+    write_png(data / "val" / "masks" / "img0.png", np.full((12, 16), 37))
+    bad = run_cli("check_data.py", args)
+    assert bad.returncode == 1 and "img0.png: has label values [37]" in bad.stdout
+    missing = run_cli("check_data.py", ["dataset=folder", f"hydra.run.dir={tmp_path / 'run2'}"])
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        "error: dataset.root is required: pass dataset.root=/path/to/the/dataset"]
+    two = run_cli("check_data.py", args[:-1] + ["splits=[val]", f"hydra.run.dir={tmp_path / 'run3'}"])
+    assert two.returncode == 1 and "train" not in two.stdout.split("PROBLEM")[0].split(":")[0]
 
 
 @needs(CAMVID)
-def test_check_cli_real_camvid(capsys: pytest.CaptureFixture) -> None:
-    assert run(["dataset=camvid", f"dataset.root={CAMVID}"]) == 0
-    out = capsys.readouterr().out
+def test_check_cli_real_camvid(tmp_path: Path) -> None:
+    res = run_cli("check_data.py", ["dataset=camvid", f"dataset.root={CAMVID}", f"hydra.run.dir={tmp_path}"])
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
     assert "367 pairs" in out and "101 pairs" in out and "480x360 (367)" in out

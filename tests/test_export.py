@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED_DATA, compose_cfg
-from segdeconv.checkpoint import load_checkpoint
-from segdeconv.export import export_metadata, export_onnx, export_torchscript, exportable, runner
-from segdeconv.export_parity import explained_by_ties, parity_inputs, problems, report_lines, verify
-from segdeconv.wiring import model_from_checkpoint
+from segdeconv.engine.checkpoint import load_checkpoint
+from segdeconv.inference.export import export_metadata, export_onnx, export_torchscript, exportable, runner
+from segdeconv.inference.parity import explained_by_ties, parity_inputs, problems, report_lines, verify
+from segdeconv.trained import load_trained
 
 TOL = 1e-4
 CAMVID_FRAME = SHARED_DATA / "camvid" / "val" / "0016E5_07959.png"
@@ -38,15 +38,14 @@ def with_switches(src: Path, dst: Path, compact: bool) -> Path:
 def model(tiny_ckpt, tmp_path_factory):
     """The tiny model as built by the default config (compact switches), ready for export."""
     path = with_switches(tiny_ckpt, tmp_path_factory.mktemp("ckpt") / "compact.pt", True)
-    ckpt = load_checkpoint(path)
-    return exportable(model_from_checkpoint(ckpt, torch.device("cpu"), path)), ckpt
+    return exportable(load_trained(path).model), load_checkpoint(path)
 
 
 @pytest.fixture(scope="module")
 def onnx_path(model, tmp_path_factory) -> Path:
     m, ckpt = model
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    return export_onnx(m, path, torch.randn(1, 3, 64, 80), 17, export_metadata(ckpt, [64, 80]))
+    return export_onnx(m, path, torch.randn(1, 3, 64, 80), 17, export_metadata(ckpt["class_names"], ckpt["palette"], [64, 80]))
 
 
 def _strict(results) -> None:
@@ -81,7 +80,7 @@ def test_onnx_parity_on_a_real_camvid_frame(model, onnx_path):
 def _flip_one(m, x, tied: bool) -> list[np.ndarray]:
     """PyTorch's pool codes on ``x`` with the pool1 switches of one pixel moved (every channel
     there): to a position holding an exactly equal input (``tied``), or to the smallest input."""
-    import segdeconv.export_parity as ep
+    import segdeconv.inference.parity as ep
 
     ours = ep.torch_switches(m, x)
     codes = [c.clone().numpy() for _, c in ours]
@@ -98,7 +97,7 @@ def _flip_one(m, x, tied: bool) -> list[np.ndarray]:
 def test_tie_diagnosis(model, monkeypatch, tied):
     """A runtime breaking an exact pooling tie the other way is accepted (and the flip is shown);
     one moving a clearly non-maximal switch is refused."""
-    import segdeconv.export_parity as ep
+    import segdeconv.inference.parity as ep
 
     m, _ = model
     x = torch.zeros(1, 3, 64, 80) if tied else torch.randn(1, 3, 64, 80)
@@ -123,7 +122,7 @@ def test_torchscript_parity_exact_on_camvid(model, tmp_path):
 
 def test_int64_switch_checkpoints_export_too(tiny_ckpt, tmp_path):
     path = with_switches(tiny_ckpt, tmp_path / "int64.pt", False)
-    m = exportable(model_from_checkpoint(load_checkpoint(path), torch.device("cpu"), path))
+    m = exportable(load_trained(path).model)
     out = export_onnx(m, tmp_path / "int64.onnx", torch.randn(1, 3, 64, 80))
     _parity(verify(m, runner("onnx", out), parity_inputs((64, 80)), TOL, out))
 
@@ -162,7 +161,7 @@ def test_export_cli_prints_parity(tiny_ckpt, tmp_path):
 
 def test_export_bad_format_is_a_config_error(tiny_ckpt, tmp_path):
     from segdeconv.errors import ConfigError
-    from segdeconv.export import export_checkpoint
+    from segdeconv.tasks.export import export_checkpoint
 
     cfg = compose_cfg([f"ckpt_path={tiny_ckpt}", "format=tflite", f"output={tmp_path / 'm'}"], "export")
     with pytest.raises(ConfigError, match="format='tflite' is unknown; use onnx or torchscript"):

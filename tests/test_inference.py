@@ -15,10 +15,10 @@ from torch import nn
 from conftest import compose_cfg
 from infer_helpers import malicious_checkpoint
 from segdeconv import Predictor
-from segdeconv.checkpoint import load_checkpoint
-from segdeconv.engine import evaluate
+from segdeconv.engine.checkpoint import load_checkpoint
+from segdeconv.engine.eval_loop import evaluate
 from segdeconv.errors import CheckpointError, ConfigError, DataError, UserError
-from segdeconv.tta import make_predict_fn, sliding_window, tta
+from segdeconv.inference.strategies import make_predict_fn, sliding_window, tta
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_engine_evaluate_with_trivial_tta_equals_plain(predictor):
 
 # ----------------------------------------------------------------------------- evaluate.py extras
 def test_evaluate_checkpoint_writes_figures_and_tensorboard(tiny_ckpt, tmp_path):
-    from segdeconv.evaluation import evaluate_checkpoint
+    from segdeconv.tasks.evaluate import evaluate_checkpoint
 
     base = [f"ckpt_path={tiny_ckpt}", "precision=fp32", "report.worst_k=3"]
     evaluate_checkpoint(compose_cfg(base + [f"output_dir={tmp_path / 'a'}"], "evaluate"))
@@ -195,7 +195,7 @@ def test_evaluate_checkpoint_writes_figures_and_tensorboard(tiny_ckpt, tmp_path)
 
 
 def test_worst_images_keeps_lowest_iou():
-    from segdeconv.eval_report import WorstImages
+    from segdeconv.engine.report import WorstImages
 
     w = WorstImages(2, num_classes=2)
     masks = torch.zeros(4, 4, 4, dtype=torch.long)
@@ -253,7 +253,7 @@ def test_optimized_predictor_matches_the_plain_model(tiny_ckpt, image, precision
     """``optimize`` (default): BatchNorm folded away, channels_last where it pays — same masks, logits
     within rounding; ``optimize=False`` keeps the model exactly as evaluate.py runs it."""
     if precision == "bf16":  # NHWC is chosen on native-bf16 CPUs: exercise that path on any CPU
-        monkeypatch.setattr("segdeconv.inference.resolve_channels_last", lambda *a, **k: True)
+        monkeypatch.setattr("segdeconv.inference.predictor.resolve_channels_last", lambda *a, **k: True)
     fast = Predictor.from_checkpoint(tiny_ckpt, device="cpu", precision=precision)
     exact = Predictor.from_checkpoint(tiny_ckpt, device="cpu", precision=precision, optimize=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())

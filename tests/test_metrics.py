@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from segdeconv.metrics import ConfusionMatrix
+from segdeconv.engine.metrics import ConfusionMatrix
 
 
 def test_hand_computed_confusion_matrix_with_ignore_and_absent_class():

@@ -66,7 +66,7 @@ def test_refuses_output_equal_to_input(tiny_ckpt, images, tmp_path):
 
 def test_refuses_to_overwrite_an_input_file(tiny_ckpt, tmp_path):
     from segdeconv.errors import UserError
-    from segdeconv.prediction import predict_files
+    from segdeconv.tasks.predict import predict_files
 
     src = tmp_path / "data" / "index"  # output=data would write data/index/a.png: the input itself
     src.mkdir(parents=True)

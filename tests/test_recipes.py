@@ -3,7 +3,7 @@ import pytest
 
 from conftest import CONF, compose_cfg
 from data_helpers import make_camvid, make_voc
-from segdeconv.training import fit
+from segdeconv.tasks.train import fit
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # keep the CPU cost of the smoke run small; the full-size models are tested in test_models.py

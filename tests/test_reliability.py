@@ -16,11 +16,12 @@ from torch import nn
 
 from cli_helpers import cli_env, tiny, tree_digest
 from conftest import REPO, compose_cfg
-from segdeconv.checkpoint import (RESUME_KEYS, find_resumable, load_checkpoint, prune_step_checkpoints,
-                                  resume_candidates, save_checkpoint, step_checkpoint_path)
-from segdeconv.engine import LoopState, NonFiniteLoss, StepConfig, StopRequest, train_batches
+from segdeconv.engine.checkpoint import load_checkpoint, prune_step_checkpoints, save_checkpoint, step_checkpoint_path
+from segdeconv.engine.resume import RESUME_KEYS, find_resumable, resume_candidates
+from segdeconv.engine.step import LoopState, NonFiniteLoss, StepConfig, StopRequest, train_batches
 from segdeconv.errors import CheckpointError
-from segdeconv.training import Trainer
+from segdeconv.engine.trainer import Trainer
+from segdeconv.tasks.train import build_trainer
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def fake_ckpt(step: int) -> dict:
 # ------------------------------------------------------------------ atomic writes
 KILL_IN_SAVE = """
 import io, os, signal, sys, torch
-from segdeconv.checkpoint import save_checkpoint
+from segdeconv.engine.checkpoint import save_checkpoint
 path = sys.argv[1]
 save_checkpoint({"model": {"w": torch.zeros(10000)}, "step": 1}, path)
 real_save = torch.save
@@ -115,7 +116,7 @@ def test_prune_keeps_the_newest_and_files_ahead_of_the_run(tmp_path: Path) -> No
 # ------------------------------------------------------------------ NaN guard
 def tiny_trainer(out: Path, **values: object) -> Trainer:
     args = tiny(**{"dataset__train__length": 8, "dataset__val__length": 4, "trainer__max_epochs": 2, **values})
-    return Trainer(compose_cfg(args + [f"output_dir={out}"]))
+    return build_trainer(compose_cfg(args + [f"output_dir={out}"]))
 
 
 def poison(model: nn.Module, steps: set[int], where: str = "input") -> None:

@@ -19,7 +19,8 @@ import torch
 
 from cli_helpers import cli_env, tiny
 from conftest import REPO
-from segdeconv.checkpoint import find_resumable, load_checkpoint
+from segdeconv.engine.checkpoint import load_checkpoint
+from segdeconv.engine.resume import find_resumable
 
 STEPS_PER_EPOCH, EPOCHS, EVERY = 6, 3, 4  # 18 steps; step checkpoints 4, 8, 12, 16 (8 is mid-epoch 2)
 

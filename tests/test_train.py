@@ -6,8 +6,8 @@ import sys
 import torch
 
 from conftest import REPO, TINY, compose_cfg
-from segdeconv.checkpoint import load_checkpoint, load_model_state
-from segdeconv.wiring import model_from_checkpoint
+from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
+from segdeconv.trained import load_trained
 
 
 def test_two_epoch_run_improves_miou_and_writes_outputs(tiny_run):
@@ -20,7 +20,7 @@ def test_two_epoch_run_improves_miou_and_writes_outputs(tiny_run):
 
 
 def test_synthetic_default_learns(tmp_path):
-    from segdeconv.training import fit
+    from segdeconv.tasks.train import fit
 
     cfg = compose_cfg(TINY + ["trainer.max_epochs=2", "dataset.train.length=48", f"output_dir={tmp_path}"])
     cfg.trainer.max_epochs = 1
@@ -35,7 +35,7 @@ def test_checkpoint_round_trip(tiny_ckpt):
     for key in ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "class_names", "palette"):
         assert key in ckpt, key
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
-    model = model_from_checkpoint(ckpt, torch.device("cpu"), tiny_ckpt)
+    model = load_trained(tiny_ckpt).model
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt["model"][k]), k
     torch.load(tiny_ckpt, weights_only=True)  # loadable without executing code
@@ -72,12 +72,12 @@ def test_model_mismatch_is_a_clear_error(tiny_ckpt):
 
 
 def test_stripped_checkpoint_keeps_weights_and_drops_training_state(tiny_ckpt, tmp_path):
-    from segdeconv.checkpoint import strip_checkpoint
+    from segdeconv.engine.checkpoint import strip_checkpoint
 
     small = strip_checkpoint(tiny_ckpt, tmp_path / "small.pt")
     a, b = load_checkpoint(tiny_ckpt), load_checkpoint(small)
     assert "optimizer" not in b and "rng" not in b and b["config"] == a["config"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert small.stat().st_size < tiny_ckpt.stat().st_size
-    model = model_from_checkpoint(b, torch.device("cpu"), small)
+    model = load_trained(small).model
     assert model.num_classes == len(b["class_names"])

@@ -9,8 +9,9 @@ from cli_helpers import run_cli
 from conftest import compose_cfg
 
 from segdeconv.errors import CheckpointError, ConfigError
-from segdeconv.visualize.run import visualize
-from segdeconv.wiring import model_from_checkpoint
+from segdeconv.tasks.visualize import visualize
+from segdeconv.engine.checkpoint import save_checkpoint
+from segdeconv.trained import load_trained
 
 
 def run(ckpt: Path, out: Path, *extra: str) -> dict:
@@ -44,13 +45,14 @@ def test_overlay_on_the_checkpoint_dataset(tiny_ckpt, tmp_path):
     assert table["image"][0][3:] == [-1, -1]  # 5 slots, 3 images
 
 
-def test_model_from_checkpoint_needs_a_model_config(tiny_ckpt):
+def test_load_trained_needs_a_model_config(tiny_ckpt, tmp_path):
     import torch
 
     state = torch.load(tiny_ckpt, weights_only=True)
-    assert not model_from_checkpoint(state, torch.device("cpu"), tiny_ckpt).training
+    assert not load_trained(tiny_ckpt).model.training
+    bare = save_checkpoint({"model": state["model"], "config": {}}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="no model config"):
-        model_from_checkpoint({"model": state["model"], "config": {}}, torch.device("cpu"), "x.pt")
+        load_trained(bare)
 
 
 def test_channel_out_of_range_is_a_config_error(tiny_ckpt, tmp_path):

@@ -16,14 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from segdeconv.checkpoint import load_checkpoint  # noqa: E402
-from segdeconv.logging_utils import image_row  # noqa: E402
-from segdeconv.wiring import model_from_checkpoint  # noqa: E402
+from segdeconv.config import split_dataset  # noqa: E402
+from segdeconv.engine.logger import image_row  # noqa: E402
+from segdeconv.trained import load_trained  # noqa: E402
 
 
 def curve(run: Path, out: Path) -> None:
@@ -43,15 +41,15 @@ def curve(run: Path, out: Path) -> None:
 
 
 def predictions(ckpt_path: Path, out: Path, n: int) -> None:
-    ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, torch.device("cpu"), ckpt_path)
-    ds = instantiate(OmegaConf.create(ckpt["config"]["dataset"]).val)
+    trained = load_trained(ckpt_path)
+    model = trained.model
+    ds = split_dataset(trained.dataset_cfg, None, "val")
     rows = []
     for i in np.linspace(0, len(ds) - 1, n).astype(int):
         x, y = ds[int(i)]
         with torch.inference_mode():
             pred = model(x[None]).argmax(1)[0]
-        rows.append(image_row(x, y, pred, ckpt["palette"]))
+        rows.append(image_row(x, y, pred, trained.palette))
     Image.fromarray(np.concatenate(rows, 0)).save(out)
 
 

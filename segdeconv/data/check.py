@@ -1,27 +1,18 @@
-"""Check a dataset before training on it.
+"""Dataset checks: counts, image sizes, the label histogram and every problem found (missing pair,
+size mismatch, labels outside the class set, unreadable file) with the file name.
 
-    python -m segdeconv.data.check dataset=camvid dataset.root=/path/to/CamVid
-    python -m segdeconv.data.check dataset=voc dataset.root=/data/voc splits=train_aug,val
-
-Prints counts per split, image sizes, the label histogram and every problem found (missing
-pair, size mismatch, labels outside the class set, unreadable file) with the file name; exits 1
-if there is any problem. ``splits=`` (default: the config's train and val splits) is this tool's
-own argument; everything else is a Hydra override of ``conf/``. The checks are plain functions
-(:func:`check_dataset`, :func:`inspect_dataset`) usable without Hydra.
+Plain functions (:func:`check_dataset`, :func:`inspect_dataset`, :func:`format_report`); the
+command ``python check_data.py dataset=camvid dataset.root=…`` is :mod:`segdeconv.tasks.check_data`.
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from segdeconv.errors import UserError
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass
@@ -71,57 +62,3 @@ def format_report(report: DatasetReport, class_names: Sequence[str], ignore_inde
     lines += [f"    {n:<20} {px:>13,} {100 * px / total:6.2f}" for n, px in labels]
     lines += [f"  PROBLEM: {p}" for p in report.problems]
     return "\n".join(lines)
-
-
-def _compose(overrides: list[str]) -> Any:
-    """Compose ``conf/`` with no primary config: ``dataset=x`` selects conf/dataset/x.yaml."""
-    from hydra import compose, initialize_config_dir
-
-    args = [f"+{o}" if o.split("=")[0] == "dataset" else o for o in overrides]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=None, overrides=args)
-
-
-def run(overrides: list[str]) -> int:
-    """Check the splits named by ``overrides``; print the report; return the exit code."""
-    from hydra.errors import HydraException
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    splits = [o.split("=", 1)[1] for o in overrides if o.startswith("splits=")]
-    overrides = [o for o in overrides if not o.startswith("splits=")]
-    if not any(o.split("=")[0] == "dataset" for o in overrides):
-        print("pass a dataset, e.g. python -m segdeconv.data.check dataset=camvid "
-              "dataset.root=/path/to/CamVid", file=sys.stderr)
-        return 2
-    try:
-        cfg = _compose(overrides)
-        if OmegaConf.is_missing(cfg.dataset, "root"):
-            raise UserError("dataset.root is required: pass dataset.root=/path/to/the/dataset")
-        names = splits[0].split(",") if splits else [cfg.dataset.train.split, cfg.dataset.val.split]
-    except (UserError, HydraException, OmegaConfBaseException) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    failed = False
-    for split in names:
-        try:
-            ds = instantiate(cfg.dataset.val, split=split, transform=None)
-        except (UserError, HydraException, OmegaConfBaseException) as e:
-            print(f"[{split}] PROBLEM: {getattr(e, '__cause__', None) or e}")
-            failed = True
-            continue
-        report = inspect_dataset(ds)
-        print(format_report(report, ds.class_names, ds.ignore_index))
-        failed |= bool(report.problems)
-    print("FAILED: see the problems above" if failed else "OK: no problems found")
-    return 1 if failed else 0
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point of ``python -m segdeconv.data.check``."""
-    sys.exit(run(list(sys.argv[1:] if argv is None else argv)))
-
-
-if __name__ == "__main__":
-    main()

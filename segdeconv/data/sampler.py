@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from segdeconv.data.base import IGNORE_INDEX
+from segdeconv.data.image import IGNORE_INDEX
 
 
 class EpochSampler(Sampler[int]):

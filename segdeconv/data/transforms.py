@@ -1,8 +1,8 @@
 """Albumentations glue: the paper presets and a guard that keeps masks label-safe.
 
-Pipelines are normally declared in YAML (``conf/dataset/*.yaml``: ``_target_:
-albumentations.Compose`` with a ``transforms`` list); the builders here produce the same
-pipelines for notebooks::
+These presets are the one source of truth for augmentation: ``conf/dataset/*.yaml`` and the
+experiment overlays point at them (``transform: {_target_: segdeconv.data.transforms.segnet_train,
+…}``), and notebooks call them directly::
 
     from segdeconv.data.camvid import CamVid
     from segdeconv.data.transforms import segnet_train
@@ -15,46 +15,59 @@ colour (zero after normalization).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
+import albumentations as A  # segdeconv/__init__.py set NO_ALBUMENTATIONS_UPDATE before this import
 import cv2
 
-from segdeconv.data import base  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before the import)
-from segdeconv.data.base import IGNORE_INDEX, IMAGENET_MEAN
+from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN
 from segdeconv.errors import ConfigError
-
-import albumentations as A  # noqa: E402
 
 PAD_FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104)
 NEAREST = (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT)
 
 
 def _pad(height: Optional[int], width: Optional[int], divisor: Optional[int] = None,
-         position: str = "center") -> A.PadIfNeeded:
+         position: str = "center", ignore_index: int = IGNORE_INDEX) -> A.PadIfNeeded:
     """Pad image with the mean colour and mask with ignore (to a size, or to a multiple)."""
     size: dict[str, Any] = (
         {"min_height": None, "min_width": None, "pad_height_divisor": divisor,
          "pad_width_divisor": divisor} if divisor else {"min_height": height, "min_width": width})
     return A.PadIfNeeded(**size, position=position, border_mode=cv2.BORDER_CONSTANT,
-                         fill=PAD_FILL, fill_mask=IGNORE_INDEX)
+                         fill=PAD_FILL, fill_mask=ignore_index)
+
+
+def _scale_limit(scale: Union[float, Sequence[float]]) -> tuple[float, float]:
+    """``0.1`` → (-0.1, 0.1); ``[-0.2, 0.25]`` as given (albumentations adds 1: × 0.8 … 1.25)."""
+    if isinstance(scale, (int, float)):
+        return -float(scale), float(scale)
+    lo, hi = (float(v) for v in scale)
+    if not -1.0 < lo <= hi:
+        raise ConfigError(f"transform scale={list(scale)} must be [lo, hi] with -1 < lo <= hi (× 1+lo … 1+hi)")
+    return lo, hi
 
 
 def segnet_train(image_size: Optional[Sequence[int]] = (360, 480), hflip: float = 0.5,
-                 scale: float = 0.1, color_jitter: float = 0.2) -> A.Compose:
+                 scale: Union[float, Sequence[float]] = 0.1, color_jitter: float = 0.2,
+                 crop_size: Optional[Sequence[int]] = None, resize: bool = True,
+                 resize_interpolation: int = cv2.INTER_LINEAR, ignore_index: int = IGNORE_INDEX) -> A.Compose:
     """SegNet's CamVid recipe: full frames (360x480), mirror, mild scale and colour jitter.
 
-    ``image_size=None`` keeps the native size (then no scale jitter, which needs a crop size);
-    ``scale=0`` / ``color_jitter=0`` switch those parts off.
+    Resize to ``image_size`` (unless ``resize=False``), scale-jitter by ``scale`` (``0.1`` = × 0.9 … 1.1,
+    or ``[lo, hi]``), pad (mask: ``ignore_index``) and crop to ``crop_size`` (default ``image_size``),
+    mirror with probability ``hflip``, colour-jitter. ``image_size=None`` keeps the native size (then
+    no scale jitter, which needs a crop size); ``scale=0`` / ``color_jitter=0`` switch those parts off.
     """
     ts: list[A.BasicTransform] = []
     if image_size is not None:
         h, w = image_size
-        ts.append(A.Resize(h, w, interpolation=cv2.INTER_LINEAR,
-                           mask_interpolation=cv2.INTER_NEAREST))
-        if scale > 0:
-            ts += [A.RandomScale(scale_limit=(-scale, scale), interpolation=cv2.INTER_LINEAR,
+        ch, cw = crop_size if crop_size is not None else (h, w)
+        if resize:
+            ts.append(A.Resize(h, w, interpolation=resize_interpolation, mask_interpolation=cv2.INTER_NEAREST))
+        if scale:
+            ts += [A.RandomScale(scale_limit=_scale_limit(scale), interpolation=cv2.INTER_LINEAR,
                                  mask_interpolation=cv2.INTER_NEAREST, p=1.0),
-                   _pad(h, w), A.RandomCrop(h, w)]
+                   _pad(ch, cw, ignore_index=ignore_index), A.RandomCrop(ch, cw)]
     if hflip > 0:
         ts.append(A.HorizontalFlip(p=hflip))
     if color_jitter > 0:
@@ -72,26 +85,27 @@ def segnet_eval(image_size: Optional[Sequence[int]] = None) -> A.Compose:
                                mask_interpolation=cv2.INTER_NEAREST)])
 
 
-def noh_train(resize: int = 250, crop: int = 224, hflip: float = 0.5,
+def noh_train(resize: int = 250, crop: Union[int, Sequence[int]] = 224, hflip: float = 0.5,
               mode: str = "whole") -> A.Compose:
     """Noh et al. 2015: resize to 250 (``mode="whole"``: 250x250; ``"short_side"``: shorter side
-    250, aspect kept), random 224x224 crop, horizontal mirror."""
+    250, aspect kept), random 224x224 (or ``[H, W]``) crop, horizontal mirror."""
     if mode == "whole":
         first: A.BasicTransform = A.Resize(resize, resize, mask_interpolation=cv2.INTER_NEAREST)
     elif mode == "short_side":
         first = A.SmallestMaxSize(max_size=resize, mask_interpolation=cv2.INTER_NEAREST)
     else:
         raise ConfigError(f"noh_train mode={mode!r} is unknown; use 'whole' or 'short_side'")
-    return A.Compose([first, _pad(crop, crop), A.RandomCrop(crop, crop), A.HorizontalFlip(p=hflip)])
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    return A.Compose([first, _pad(ch, cw), A.RandomCrop(ch, cw), A.HorizontalFlip(p=hflip)])
 
 
-def noh_eval(min_size: int = 224, divisor: int = 32) -> A.Compose:
-    """Whole images, padded bottom/right with ignore to at least ``min_size`` and a multiple of
-    ``divisor`` (five 2x2 pools need /32; DeconvNet's 7x7 fc6 needs >= 224). Predictions are
-    cropped back with ``[:h, :w]``. ``min_size=512`` gives every VOC image (<= 500 px) the
+def noh_eval(min_size: Optional[int] = 224, divisor: int = 32, ignore_index: int = IGNORE_INDEX) -> A.Compose:
+    """Whole images, padded bottom/right with ignore to at least ``min_size`` (None: no minimum) and a
+    multiple of ``divisor`` (five 2x2 pools need /32; DeconvNet's 7x7 fc6 needs >= 224). Predictions
+    are cropped back with ``[:h, :w]``. ``min_size=512`` gives every VOC image (<= 500 px) the
     same 512x512 size, so batches need no special collate."""
-    return A.Compose([_pad(min_size, min_size, position="top_left"),
-                      _pad(None, None, divisor=divisor, position="top_left")])
+    first = [_pad(min_size, min_size, position="top_left", ignore_index=ignore_index)] if min_size else []
+    return A.Compose(first + [_pad(None, None, divisor=divisor, position="top_left", ignore_index=ignore_index)])
 
 
 PRESETS = {"segnet_train": segnet_train, "segnet_eval": segnet_eval,

@@ -30,9 +30,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from segdeconv.data.base import (IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform,
-                                 PathLike, SegmentationDataset, bitget_palette, data_error,
-                                 label_lut, read_index_mask, read_list_file)
+from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file
+from segdeconv.errors import data_error
 from segdeconv.errors import ConfigError
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdeconv.checkpoint import unwrap
+from segdeconv.engine.checkpoint import unwrap
 from segdeconv.errors import ConfigError
 from segdeconv.models.layers import Pool, Switches, Unpool
 from segdeconv.visualize.geometry import (Box, CropStep, crop, full_box, map_sizes, plan_crop,

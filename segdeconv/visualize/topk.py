@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from segdeconv.data.base import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from segdeconv.errors import ConfigError
-from segdeconv.logging_utils import progress
+from segdeconv.engine.logger import progress
 from segdeconv.visualize.deconvnet import Projector, check_method
 from segdeconv.visualize.geometry import crop, full_box
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from segdeconv.data.base import denormalize
+from segdeconv.data.image import denormalize
 from segdeconv.errors import ConfigError
 
 PredictFn = Callable[[nn.Module, Tensor], Tensor]

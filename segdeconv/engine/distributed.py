@@ -23,6 +23,16 @@ class DistInfo:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def tag(self) -> str:
+        """``[rank N]`` under torchrun (for log lines), empty for a single process."""
+        return f"[rank {self.rank}]" if self.enabled else ""
+
+    @property
+    def suffix(self) -> str:
+        """``_rankN`` under torchrun (per-rank log file names), empty for a single process."""
+        return f"_rank{self.rank}" if self.enabled else ""
+
 
 def env_info() -> DistInfo:
     """Rank/world size from torchrun's environment variables (single process when unset)."""

@@ -26,15 +26,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from segdeconv.checkpoint import load_checkpoint
-from segdeconv.data.base import IMAGE_SUFFIXES, read_image, to_tensors
-from segdeconv.engine import autocast, to_device
+from segdeconv.data.image import IMAGE_SUFFIXES, read_image, to_tensors
+from segdeconv.engine.step import autocast, to_device
 from segdeconv.errors import UserError
 from segdeconv.palette import colorize, overlay
 from segdeconv.models.fuse import fold_batchnorm
-from segdeconv.runtime import resolve_channels_last, resolve_device, resolve_precision
-from segdeconv.tta import make_predict_fn, plain
-from segdeconv.wiring import default_palette, model_from_checkpoint
+from segdeconv.engine.runtime import resolve_channels_last, resolve_precision
+from segdeconv.inference.strategies import make_predict_fn, plain
+from segdeconv.trained import load_trained
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 SizeSpec = Union[str, None, Sequence[int]]
@@ -106,27 +105,21 @@ class Predictor:
         "scales": [...]}``; ``window``: a size, ``[H, W]`` or ``{"window", "stride", "blend"}``
         for sliding-window inference; ``input_size``: ``"auto"``, ``"train"``, None (native) or
         ``(H, W)`` (see the module docstring). ``optimize``: fold BatchNorm into the convolutions
-        and use channels_last where it pays (CUDA, native-bf16 CPUs, fp32 on CPUs) — vs the plain
-        reference 2.6× faster on a native-bf16 CPU, 1.27× in fp32 on an AVX2-only one
-        (benchmarks/README.md); fp32 logits move by ~1e-6 (a max-pool near-tie may pick the other
+        and use channels_last where it pays (CUDA, native-bf16 CPUs, fp32 on CPUs; speed-ups in
+        benchmarks/README.md); fp32 logits move by ~1e-6 (a max-pool near-tie may pick the other
         switch). ``False`` runs the model exactly as ``evaluate.py`` does.
         """
-        ckpt = load_checkpoint(path)
-        dev = resolve_device(device)
-        cfg = ckpt.get("config") or {}
-        amp = resolve_precision(precision or cfg.get("trainer", {}).get("precision", "fp32"), dev)
-        model = model_from_checkpoint(ckpt, dev, path)
-        n = int(model.num_classes)
-        names = ckpt.get("class_names") or [str(i) for i in range(n)]
-        palette = ckpt.get("palette") or default_palette(n)
-        trained = cfg.get("dataset", {}).get("image_size")
-        size = _resolve_size(input_size, trained, window is not None)
+        trained = load_trained(path, device)
+        dev, model = next(trained.model.parameters()).device, trained.model
+        amp = resolve_precision(precision or trained.precision, dev)
+        size = _resolve_size(input_size, trained.image_size, window is not None)
         channels_last = False
         if optimize:
             model = fold_batchnorm(model, inplace=True)
             channels_last = resolve_channels_last("auto", dev, amp, inference=True)
             model = model.to(memory_format=torch.channels_last) if channels_last else model
-        return cls(model, names, palette, dev, amp, make_predict_fn(tta, window, crf), size, channels_last)
+        return cls(model, trained.class_names, trained.palette, dev, amp, make_predict_fn(tta, window, crf), size,
+                   channels_last)
 
     # ------------------------------------------------------------------ core
     def _prepare(self, rgb: np.ndarray) -> Tensor:

@@ -1,11 +1,10 @@
 """Config → objects, with every config mistake turned into a ConfigError naming the key."""
 from __future__ import annotations
 
-import colorsys
 import logging
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from hydra.errors import InstantiationException
@@ -14,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
-from segdeconv.errors import ConfigError, UserError
+from segdeconv.errors import CheckpointError, ConfigError, UserError
+from segdeconv.palette import default_palette
 
 log = logging.getLogger("segdeconv")
 
@@ -81,12 +81,9 @@ def _interpolation_source(node: DictConfig, full_key: str, key: str) -> str:
     return m.group(1) if m else (full_key or key)
 
 
-def build_model(cfg: DictConfig, device: torch.device, dataset: Optional[Any] = None) -> nn.Module:
-    """Instantiate ``cfg.model`` on ``device``."""
-    model = instantiate_node(cfg.model, "model")
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model._target_={cfg.model.get('_target_')} did not build an nn.Module")
-    return model.to(device)
+def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
+    """Instantiate ``cfg.model`` on ``device`` (reading ``model.encoder.weights`` if set)."""
+    return model_from_config(cfg.model, "model", pretrained=True).to(device)
 
 
 def dataset_classes(cfg: DictConfig, *datasets: Any) -> None:
@@ -98,11 +95,6 @@ def dataset_classes(cfg: DictConfig, *datasets: Any) -> None:
                 f"dataset.num_classes={cfg.dataset.num_classes} but {type(ds).__name__} has {n} classes; "
                 f"set dataset.num_classes={n}"
             )
-
-
-def default_palette(n: int) -> list[list[int]]:
-    """Distinct colours for ``n`` classes (evenly spaced hues)."""
-    return [[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, n), 0.8, 0.95)] for i in range(n)]
 
 
 def class_info(cfg: DictConfig, dataset: Any) -> tuple[list[str], list[list[int]]]:
@@ -147,32 +139,55 @@ def val_batch_size(dataset_cfg: Any) -> int:
     return int(dataset_cfg.get("val_batch_size") or dataset_cfg["batch_size"])
 
 
-def eval_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.device, rank: int = 0,
-                world_size: int = 1):
-    """Ordered, rank-sharded (no padding, so nothing is counted twice) evaluation loader."""
-    from torch.utils.data import DataLoader
+def model_from_config(model_cfg: Any, where: str = "model", pretrained: bool = False) -> nn.Module:
+    """The architecture a (stored or composed) ``model`` config describes.
 
-    from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
+    ``pretrained=False`` (rebuilding a trained model): an ``encoder.weights`` ImageNet file is never
+    re-read, the checkpoint holds every weight."""
+    node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
+    if not pretrained and "encoder" in node and isinstance(node.encoder, DictConfig) and "weights" in node.encoder:
+        node = node.copy()
+        node.encoder.weights = None
+    model = instantiate_node(node, where)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{where}._target_={node.get('_target_')} did not build an nn.Module")
+    return model
 
-    sampler = EpochSampler(len(dataset), False, 0, world_size, rank, pad=False)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", collate_fn=pad_collate, generator=loader_generator(0),
-                      worker_init_fn=quiet_worker if num_workers else None)
 
+def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], split: str,
+                  root: Optional[str] = None, ckpt_path: Any = "checkpoint") -> Any:
+    """The dataset ``split`` of a trained model's data — the one rule every task that reads a checkpoint uses.
 
-def model_from_checkpoint(ckpt: dict, device: torch.device, path: Any = "checkpoint") -> nn.Module:
-    """Rebuild the model from the config stored in ``ckpt`` and load its weights (eval mode)."""
-    from omegaconf import OmegaConf
-
-    from segdeconv.checkpoint import load_model_state
-    from segdeconv.errors import CheckpointError
-
-    cfg = ckpt.get("config") or {}
-    if "model" not in cfg:
-        raise CheckpointError(f"{path} has no model config; it was not written by segdeconv's trainer")
-    node = OmegaConf.create(cfg["model"])
-    if "encoder" in node and isinstance(node.encoder, DictConfig) and "weights" in node.encoder:
-        node.encoder.weights = None  # the checkpoint holds all weights; never re-read ImageNet files
-    model = instantiate_node(node, f"{path}: model")
-    load_model_state(model, ckpt["model"], path)
-    return model.to(device).eval()
+    * ``dataset=<name>`` on the command line (a composed group with a ``val`` node) replaces the
+      checkpoint's dataset; otherwise the checkpoint's own (resolved) dataset is used, with any
+      ``dataset.<key>=…`` / ``+dataset.<key>=…`` given merged over it (null values are ignored);
+    * ``root`` (or ``dataset.root=…``) replaces the root of the dataset and of its ``val`` node;
+    * the deterministic ``val`` node is instantiated with its ``split`` replaced;
+    * the class count must be the checkpoint's.
+    """
+    chosen = chosen if chosen is not None else OmegaConf.create()
+    if root and "root" in chosen:
+        chosen.root = str(root)
+    composed = "_target_" in (chosen.get("val") or {})  # dataset=<name>, not just dataset.<key>=… overlays
+    if composed and "root" in chosen and OmegaConf.is_missing(chosen, "root"):
+        raise ConfigError(f"dataset={chosen.get('name', '')} needs dataset.root=/path/to/the/dataset")
+    given = OmegaConf.create(OmegaConf.to_container(chosen, resolve=True))
+    if not trained and not composed:
+        raise CheckpointError(f"{ckpt_path} records no dataset; pass dataset=<name> (e.g. dataset=camvid dataset.root=…)")
+    if composed:
+        ds = given
+    else:
+        overlay = {k: v for k, v in OmegaConf.to_container(given).items() if v is not None}  # root: null
+        ds = OmegaConf.merge(OmegaConf.create(dict(trained)), overlay)
+    if trained and int(ds.num_classes) != int(trained["num_classes"]):
+        raise ConfigError(f"dataset {ds.get('name')} has {ds.num_classes} classes but the checkpoint was trained "
+                          f"with {trained['num_classes']}; use a dataset with the same classes")
+    if not isinstance(ds.get("val"), DictConfig):
+        raise ConfigError(f"dataset {ds.get('name', '')} has no dataset.val node to build the split from")
+    root = root or given.get("root")
+    if root:
+        ds.root = str(root)
+        if "root" in ds.val:
+            ds.val.root = str(root)  # a stored config is resolved: val.root is a copy, not ${dataset.root}
+    ds.val.split = split
+    return instantiate_node(ds.val, "dataset.val")

@@ -5,8 +5,8 @@ A checkpoint is a dict ``{"model", "optimizer", "scheduler", "scaler", "epoch", 
 loadable with ``torch.load(weights_only=True)``: nothing in it can execute code.
 
 A run directory holds ``checkpoints/last.pt`` (epoch end, pre-emption), ``best.pt`` and the last
-``trainer.keep_last`` step checkpoints ``step_XXXXXXX.pt``; :func:`find_resumable` picks the newest
-one that loads.
+``trainer.keep_last`` step checkpoints ``step_XXXXXXX.pt``; :mod:`segdeconv.engine.resume` picks the
+newest one that loads.
 """
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ log = logging.getLogger("segdeconv")
 PathLike = Union[str, Path]
 _PREFIXES = ("module.", "_orig_mod.")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-_TEMP_GLOB = ".*.pt.*.tmp"  # save_checkpoint's temp files, left behind only by a kill mid-write
-RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -143,7 +141,8 @@ def step_checkpoint_path(ckpt_dir: PathLike, step: int) -> Path:
     return Path(ckpt_dir) / f"step_{int(step):07d}.pt"
 
 
-def _step_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+def step_files(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the step checkpoints in ``ckpt_dir``, oldest first."""
     found = ((_STEP_FILE.match(p.name), p) for p in ckpt_dir.glob("step_*.pt"))
     return sorted((int(m.group(1)), p) for m, p in found if m)
 
@@ -154,69 +153,11 @@ def prune_step_checkpoints(ckpt_dir: PathLike, keep: int, current_step: int) -> 
     Files beyond ``current_step`` (left by a run that was killed and resumed from an earlier
     point) are not touched: the resumed run overwrites them when it gets there.
     """
-    done = [p for s, p in _step_files(Path(ckpt_dir)) if s <= current_step]
+    done = [p for s, p in step_files(Path(ckpt_dir)) if s <= current_step]
     old = done[: max(0, len(done) - max(1, int(keep)))]
     for p in old:
         p.unlink(missing_ok=True)
     return old
-
-
-def remove_stale_temp_files(ckpt_dir: PathLike) -> list[Path]:
-    """Remove the temp files of writes that were killed half-way (never a complete checkpoint)."""
-    stale = sorted(Path(ckpt_dir).glob(_TEMP_GLOB))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-def resume_candidates(ckpt_dir: PathLike) -> list[Path]:
-    """``last.pt`` and the step checkpoints of a run directory, newest (by mtime) first."""
-    d = Path(ckpt_dir)
-    files = [p for _, p in _step_files(d)] + ([d / "last.pt"] if (d / "last.pt").is_file() else [])
-    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.pt"), reverse=True)
-
-
-def check_resumable(ckpt: Mapping[str, Any], path: PathLike) -> None:
-    """A checkpoint to resume from must carry the optimizer/scheduler state and counters."""
-    missing = [k for k in RESUME_KEYS if ckpt.get(k) is None]
-    if missing:
-        raise CheckpointError(
-            f"{path} cannot be resumed from (no {', '.join(missing)}); resume from checkpoints/last.pt "
-            f"or step_*.pt of a segdeconv run, or start a new run (model.encoder.weights=… for pretrained weights)"
-        )
-
-
-def find_resumable(ckpt_dir: PathLike) -> Optional[tuple[Path, dict[str, Any]]]:
-    """The newest checkpoint in ``ckpt_dir`` that loads and can be resumed (None: the dir has none).
-
-    Truncated or corrupt files are reported and skipped; if every candidate is bad, that is an error
-    (starting afresh would overwrite them).
-    """
-    candidates = resume_candidates(ckpt_dir)
-    for path in candidates:
-        try:
-            ckpt = load_checkpoint(path)
-            check_resumable(ckpt, path)
-            return path, ckpt
-        except CheckpointError as e:
-            log.warning("trainer.resume=auto: skipping %s (%s)", path, str(e).splitlines()[0])
-    if candidates:
-        raise CheckpointError(
-            f"trainer.resume=auto: none of the {len(candidates)} checkpoints in {ckpt_dir} can be loaded "
-            f"(newest: {candidates[0].name}); pass trainer.resume=<file> or use a new hydra.run.dir"
-        )
-    return None
-
-
-def describe_model(model_cfg: Mapping[str, Any]) -> str:
-    """``SegNet (11 classes, vgg16 encoder, width 0.25)`` from a model config dict."""
-    enc = model_cfg.get("encoder") or {}
-    bits = [f"{model_cfg.get('num_classes')} classes"]
-    if isinstance(enc, Mapping):
-        bits.append(f"{enc.get('arch', 'vgg')} encoder, width {enc.get('width', model_cfg.get('width', 1.0))}")
-    elif "width" in model_cfg:
-        bits.append(f"width {model_cfg['width']}")
-    return f"{str(model_cfg.get('_target_', '?')).rsplit('.', 1)[-1]} ({', '.join(bits)})"
 
 
 INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from segdeconv.logging_utils import TBLogger, image_row
+from segdeconv.engine.logger import TBLogger, image_row
 
 
 def image_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> float:
@@ -119,7 +119,7 @@ def _name(names: Optional[Sequence[str]], i: int) -> str:
 
 
 def _to_tensorboard(log_dir: Path, metrics: dict, cm_fig: Any, triples: list, palette: Sequence, step: int) -> None:
-    from segdeconv.metrics import format_table
+    from segdeconv.engine.metrics import format_table
 
     split = metrics.get("split", "eval")
     tb = TBLogger(log_dir, palette)

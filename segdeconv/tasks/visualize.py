@@ -10,53 +10,20 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from segdeconv.checkpoint import load_checkpoint
-from segdeconv.errors import CheckpointError, ConfigError
-from segdeconv.runtime import resolve_device
+from segdeconv.config import split_dataset
+from segdeconv.errors import ConfigError
+from segdeconv.trained import load_trained
 from segdeconv.visualize.deconvnet import Projector, check_method
 from segdeconv.visualize.render import layer_figure, log_tensorboard, save_png, stack, write_index
 from segdeconv.visualize.topk import LayerTiles, TopK, collect_tiles, search_topk
-from segdeconv.wiring import instantiate_node, model_from_checkpoint
 
 log = logging.getLogger("segdeconv")
-
-
-def dataset_node(cfg: DictConfig, ckpt: Mapping[str, Any]) -> DictConfig:
-    """The instantiable node of ``cfg.split``.
-
-    ``dataset=<name>`` composes a dataset config as in training; otherwise the checkpoint's own
-    dataset is used, with any ``+dataset.<key>=…`` overlaid. The (augmentation-free) ``val`` node
-    is taken with its ``split`` replaced, so ``split=test`` works for any adapter with a ``split``
-    argument; ``data_root`` (or ``+dataset.root``) replaces the root.
-    """
-    given, root = cfg.get("dataset"), cfg.get("data_root")
-    if given is not None and "_target_" in (given.get("val") or {}):  # a composed dataset group
-        if root:
-            given.root = str(root)
-        if "root" in given.keys() and OmegaConf.is_missing(given, "root"):
-            raise ConfigError(f"dataset={given.get('name', '')} needs dataset.root=/path/to/the/dataset")
-        node = OmegaConf.create(OmegaConf.to_container(given.val, resolve=True))
-    else:
-        saved = (ckpt.get("config") or {}).get("dataset")
-        if not saved:
-            raise CheckpointError(f"{cfg.ckpt_path} records no dataset; pass dataset=<name> (e.g. dataset=camvid dataset.root=…)")
-        ds = OmegaConf.merge(OmegaConf.create(dict(saved)), given or {})
-        if not isinstance(ds.get("val"), DictConfig):
-            raise ConfigError(f"dataset {ds.get('name', '')} has no dataset.val node to build the split from")
-        node, root = ds.val, root or (given or {}).get("root")
-        if root:
-            node.root = str(root)  # the saved config is resolved: val.root is a copy, not ${dataset.root}
-    if cfg.split != node.get("split"):
-        if "split" not in node:
-            raise ConfigError(f"split={cfg.split}: this dataset has no split argument; use split=val")
-        node.split = cfg.split
-    return node
 
 
 def methods_of(cfg: DictConfig) -> list[str]:
@@ -71,10 +38,9 @@ def _prepare(cfg: DictConfig) -> tuple[Projector, Dataset]:
     methods_of(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    model = model_from_checkpoint(ckpt, resolve_device(cfg.device), cfg.ckpt_path)
-    projector = Projector.from_model(model)
-    dataset = instantiate_node(dataset_node(cfg, ckpt), "dataset.val")
+    trained = load_trained(cfg.ckpt_path, cfg.device)
+    projector = Projector.from_model(trained.model)
+    dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, cfg.get("data_root"), cfg.ckpt_path)
     return projector, dataset
 
 

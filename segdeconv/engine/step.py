@@ -1,4 +1,5 @@
-"""The training step and the evaluation loop (no config reading here: plain arguments only)."""
+"""The training step: autocast, gradient accumulation, GradScaler, the non-finite guard (Caffe's
+``iter_size`` is our ``accumulate``). Plain arguments only."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.errors import UserError
-from segdeconv.metrics import ConfusionMatrix
 
 log = logging.getLogger("segdeconv")
 
@@ -193,36 +193,6 @@ def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: Optional[flo
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return ok
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    num_classes: int,
-    device: torch.device,
-    amp_dtype: Optional[torch.dtype] = None,
-    ignore_index: int = 255,
-    channels_last: bool = False,
-    predict: Optional[Callable[[nn.Module, Tensor], Tensor]] = None,
-    on_batch: Optional[Callable[[Tensor, Tensor, Tensor], None]] = None,
-) -> ConfusionMatrix:
-    """Accumulate a confusion matrix over ``batches`` (the caller all-reduces it under DDP).
-
-    ``predict(model, images) -> logits`` replaces plain ``model(images)`` (TTA, sliding window);
-    ``on_batch(images, masks, pred)`` sees every batch (image grids, worst-case mining)."""
-    model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
-    for images, masks in batches:
-        images = to_device(images, device, channels_last)
-        masks = masks.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = predict(model, images) if predict else model(images)
-        pred = logits.argmax(1)
-        cm.update(pred, masks)
-        if on_batch is not None:
-            on_batch(images, masks, pred)
-    return cm
 
 
 class Throughput:

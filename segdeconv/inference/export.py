@@ -1,7 +1,7 @@
-"""``export_checkpoint(cfg)``: a checkpoint as ONNX or TorchScript, verified against PyTorch.
+"""A trained model as ONNX or TorchScript (the export task: :mod:`segdeconv.tasks.export`).
 
 Both formats take a normalized ``image`` (B, 3, H, W) float32 (ImageNet mean/std, as in
-:func:`segdeconv.data.base.to_tensors`) with dynamic batch, height and width, and return
+:func:`segdeconv.data.image.to_tensors`) with dynamic batch, height and width, and return
 ``logits`` (B, C, H, W). Class names, palette, training size and normalization are stored with the
 model (ONNX ``metadata_props`` / TorchScript extra file ``segdeconv.json``).
 
@@ -11,7 +11,7 @@ model is therefore exported with *compact* switches (bit-identical to int64 indi
 construction, see :mod:`segdeconv.models.switches`): pooling and unpooling become MaxPool (with
 indices), integer arithmetic, Equal, Where, Reshape, Pad and Slice — exact operations (opset 17).
 Parity is then limited by the convolutions' float rounding (~1e-6 of the logits' size) and, on
-real images, by max-pool windows whose inputs tie to the last bit: see :mod:`segdeconv.export_parity`.
+real images, by max-pool windows whose inputs tie to the last bit: see :mod:`segdeconv.inference.parity`.
 """
 from __future__ import annotations
 
@@ -21,19 +21,15 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from segdeconv.checkpoint import load_checkpoint
-from segdeconv.data.base import IMAGENET_MEAN, IMAGENET_STD
-from segdeconv.errors import ConfigError, UserError
-from segdeconv.export_parity import parity_inputs, problems, report_lines, verify
+from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD
+from segdeconv.errors import UserError
 from segdeconv.models.layers import Pool, Switches
-from segdeconv.wiring import model_from_checkpoint
 
 log = logging.getLogger("segdeconv")
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -116,38 +112,8 @@ def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: ts(torch.from_numpy(x)).detach().numpy()
 
 
-def export_metadata(ckpt: dict, size: Sequence[int]) -> dict:
+def export_metadata(class_names: Sequence[str], palette: Sequence[Sequence[int]], size: Sequence[int]) -> dict:
     """What a user of the exported file needs: class names, palette, training size, normalization."""
-    return {"class_names": ckpt.get("class_names"), "palette": ckpt.get("palette"), "image_size": list(size),
+    return {"class_names": list(class_names), "palette": [list(c) for c in palette], "image_size": list(size),
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "input": "image (B,3,H,W) float32, RGB/255 normalized with mean/std", "output": "logits (B,C,H,W)"}
-
-
-def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    """Export ``cfg.ckpt_path`` to ``cfg.format``; verify against PyTorch and print the parity figures."""
-    fmt, tol = str(cfg.format), float(cfg.tolerance)
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r} is unknown; use onnx or torchscript")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    model = exportable(model_from_checkpoint(ckpt, torch.device("cpu"), cfg.ckpt_path))
-    size = list(cfg.get("input_size") or ckpt["config"].get("dataset", {}).get("image_size") or [360, 480])
-    dst = Path(cfg.output) if cfg.get("output") else Path(cfg.ckpt_path).with_suffix(FORMATS[fmt])
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    cases = parity_inputs(size, cfg.get("verify_image"))  # a bad verify_image fails before exporting
-    if fmt == "onnx":
-        export_onnx(model, dst, torch.randn(1, 3, *size), int(cfg.opset), export_metadata(ckpt, size))
-    else:
-        export_torchscript(model, dst, torch.randn(1, 3, *size), export_metadata(ckpt, size))
-    print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB)")
-    if not cfg.verify:
-        return {"path": str(dst), "parity": []}
-    try:
-        results = verify(model, runner(fmt, dst), cases, tol, dst if fmt == "onnx" else None)
-    except Exception as e:  # the runtime rejected the file: that is an export failure, not a crash
-        raise ExportMismatch(f"{dst} fails to run: {str(e).splitlines()[0][:300]}") from None
-    for line in report_lines(results, tol):
-        print("  " + line)
-    bad = problems(results, tol)
-    if bad:
-        raise ExportMismatch(f"{dst} does not match PyTorch: {bad[0]}")
-    return {"path": str(dst), "parity": [r.as_dict() for r in results]}

@@ -179,7 +179,7 @@ def make_predict_fn(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any =
     if not t.trivial:
         fn = partial(tta, flip=t.flip, scales=t.scales, base=fn or plain)
     if crf_cfg is not None and crf_cfg.get("enabled", False):
-        from segdeconv.crf import crf_predict_fn
+        from segdeconv.inference.crf import crf_predict_fn
 
         fn = crf_predict_fn(crf_cfg, fn or plain)
     return fn

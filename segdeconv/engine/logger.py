@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from segdeconv.data.base import denormalize
+from segdeconv.data.image import denormalize
 from segdeconv.palette import colorize
 
 

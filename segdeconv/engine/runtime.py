@@ -5,10 +5,12 @@ GPU: Ampere+). On an AVX2-only CPU bf16 is emulated and ~50× slower, so ``auto`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from segdeconv.engine.distributed import DistInfo, init_distributed
 from segdeconv.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -63,9 +65,9 @@ def resolve_channels_last(value: object, device: torch.device, amp_dtype: Option
     """``channels_last``: ``auto`` → NHWC where it pays: CUDA, a CPU running bf16 natively, and
     fp32 inference on CPUs (``inference=True``).
 
-    Measured (benchmarks/README.md): with native bf16, NHWC trained SegNet 1.2× faster than NCHW and
-    inferred 1.3× faster; on an AVX2-only CPU in fp32 it trained at 0.64× (backward convolutions) but
-    inferred 1.2× faster — so fp32 CPU training stays NCHW and fp32 CPU inference goes NHWC.
+    The rule follows the measurements in benchmarks/README.md: NHWC is faster for bf16 training and
+    inference on native-bf16 CPUs and for fp32 inference on AVX2 CPUs, but slower for fp32 training
+    there (backward convolutions) — so fp32 CPU training stays NCHW.
     """
     if isinstance(value, bool):
         return value
@@ -73,3 +75,28 @@ def resolve_channels_last(value: object, device: torch.device, amp_dtype: Option
         raise ConfigError(f"trainer.channels_last={value!r} is unknown; use auto, true or false")
     native_bf16 = amp_dtype == torch.bfloat16 and cpu_has_native_bf16()
     return device.type == "cuda" or native_bf16 or (inference and amp_dtype is None)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run computes: resolved once from ``trainer.device/precision/channels_last``."""
+
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]  # None = fp32 (no autocast)
+    channels_last: bool
+    dist: DistInfo
+
+    def describe(self) -> str:
+        """``device cpu, precision fp32, NCHW, cpu AVX2, no native bf16, 2 threads``."""
+        return (f"device {self.device}, precision {self.amp_dtype or 'fp32'}, "
+                f"{'channels_last' if self.channels_last else 'NCHW'}, cpu {describe_cpu()}")
+
+
+def resolve_runtime(device: str, precision: str, channels_last: object, dist_timeout_s: float = 300.0) -> Runtime:
+    """Pick the device (this rank's GPU under torchrun), join the process group, pick precision/layout."""
+    dev = resolve_device(device)
+    dist = init_distributed(dev, dist_timeout_s)
+    if dist.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank)
+    amp = resolve_precision(precision, dev)
+    return Runtime(dev, amp, resolve_channels_last(channels_last, dev, amp), dist)

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from segdeconv.errors import UserError
-from segdeconv.inference import Predictor, list_images
-from segdeconv.logging_utils import progress
+from segdeconv.inference.predictor import Predictor, list_images
+from segdeconv.engine.logger import progress
 from segdeconv.palette import palette_array
 
 log = logging.getLogger("segdeconv")

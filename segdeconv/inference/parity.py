@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdeconv.data.base import read_image, to_tensors
+from segdeconv.data.image import read_image, to_tensors
 from segdeconv.models.layers import Pool, Switches
 
 TIE_GAP = 1e-5  # gap (relative to the level's largest activation) below which two inputs are tied

@@ -1,0 +1,53 @@
+"""The evaluation loop: a confusion matrix over a loader, optionally through a ``PredictFn`` (TTA,
+sliding window, CRF — :mod:`segdeconv.inference.strategies`). Shared by the trainer's validation and
+``evaluate.py``; the caller all-reduces the matrix under DDP."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
+from segdeconv.engine.metrics import ConfusionMatrix
+from segdeconv.engine.step import autocast, to_device
+
+
+def eval_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.device, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
+    """Ordered, rank-sharded (no padding, so nothing is counted twice) evaluation loader."""
+    sampler = EpochSampler(len(dataset), False, 0, world_size, rank, pad=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", collate_fn=pad_collate, generator=loader_generator(0),
+                      worker_init_fn=quiet_worker if num_workers else None)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    ignore_index: int = 255,
+    channels_last: bool = False,
+    predict: Optional[Callable[[nn.Module, Tensor], Tensor]] = None,
+    on_batch: Optional[Callable[[Tensor, Tensor, Tensor], None]] = None,
+) -> ConfusionMatrix:
+    """Accumulate a confusion matrix over ``batches`` (the caller all-reduces it under DDP).
+
+    ``predict(model, images) -> logits`` replaces plain ``model(images)`` (TTA, sliding window);
+    ``on_batch(images, masks, pred)`` sees every batch (image grids, worst-case mining)."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    for images, masks in batches:
+        images = to_device(images, device, channels_last)
+        masks = masks.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = predict(model, images) if predict else model(images)
+        pred = logits.argmax(1)
+        cm.update(pred, masks)
+        if on_batch is not None:
+            on_batch(images, masks, pred)
+    return cm

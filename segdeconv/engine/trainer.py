@@ -1,0 +1,280 @@
+"""``Trainer``: epochs of :func:`~segdeconv.engine.step.train_batches` + validation + checkpoints.
+
+Built from plain objects (the task :mod:`segdeconv.tasks.train` resolves the config into them):
+:class:`TrainSettings` (frozen), a :class:`~segdeconv.engine.runtime.Runtime`, the model, datasets,
+criterion and optimizer/scheduler factories. Writes ``checkpoints/{last,best}.pt``, ``tb/`` and
+``val_metrics.json`` into ``settings.out_dir``.
+
+Reliability: step checkpoints (``checkpoint_every_steps``, the last ``keep_last`` kept) carry
+everything a bit-exact resume needs (:mod:`segdeconv.engine.resume`); SIGTERM/SIGINT finish the
+current step, save and exit 0; non-finite weights are never written over a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from segdeconv import __version__
+from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
+from segdeconv.engine.checkpoint import prune_step_checkpoints, save_checkpoint, step_checkpoint_path, unwrap
+from segdeconv.engine.distributed import cleanup
+from segdeconv.engine.eval_loop import eval_loader, evaluate
+from segdeconv.engine.logger import TBLogger, progress
+from segdeconv.engine.resume import check_same_setup, load_history, restore_state, resume_point
+from segdeconv.engine.rng import capture_rng
+from segdeconv.engine.runtime import Runtime
+from segdeconv.engine.step import LoopState, NonFiniteLoss, StepConfig, StopRequest, Throughput, train_batches
+from segdeconv.errors import ConfigError
+
+log = logging.getLogger("segdeconv")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every ``trainer.*`` / loader setting the loop reads, resolved once."""
+
+    out_dir: Path
+    max_epochs: int = 1
+    max_steps: Optional[int] = None  # optimizer steps; overrides max_epochs
+    seed: int = 42
+    batch_size: int = 4
+    val_batch_size: int = 4
+    num_workers: int = 0
+    accumulate: int = 1
+    grad_clip: Optional[float] = None
+    skip_nonfinite: int = 0
+    val_every_epochs: int = 1
+    log_every_steps: int = 10
+    log_images: int = 4
+    checkpoint_every_steps: Optional[int] = None
+    keep_last: int = 2
+    progress: bool = True
+    sync_bn: bool = False
+    compile: bool = False
+    resume: Optional[str] = None  # None | "auto" | a checkpoint path
+    ignore_index: int = 255
+    resume_command: str = "python train.py … trainer.resume=auto"  # printed when a signal stops the run
+
+
+class Trainer:
+    """Holds everything one run needs; :meth:`fit` runs it."""
+
+    def __init__(self, settings: TrainSettings, runtime: Runtime, model: nn.Module, train_ds: Dataset,
+                 val_ds: Dataset, criterion: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any], class_names: list[str], palette: list[list[int]],
+                 config: dict[str, Any]) -> None:
+        self.settings, self.rt, self.config = settings, runtime, config
+        self.out, self.device, self.dist = settings.out_dir, runtime.device, runtime.dist
+        self.train_ds, self.val_ds, self.criterion = train_ds, val_ds, criterion
+        self.class_names, self.palette, self.model = class_names, palette, model
+        self._loaders()
+        self.steps_per_epoch = max(1, len(self.train_loader) // settings.accumulate)
+        self.total_steps = settings.max_steps or self.steps_per_epoch * settings.max_epochs
+        self.optimizer = optimizer(self.model.parameters())
+        self.scheduler = scheduler(self.optimizer, total_steps=self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if runtime.amp_dtype == torch.float16 else None
+        self.state = LoopState()
+        self.history: list[dict] = []
+        self.stop = StopRequest()
+        self.train_model = self._wrap(self.model)
+        self.tb: Optional[TBLogger] = None
+
+    def _loaders(self) -> None:
+        s, info = self.settings, self.dist
+        self.train_sampler = EpochSampler(len(self.train_ds), True, s.seed, info.world_size, info.rank)
+        self.train_loader = DataLoader(
+            self.train_ds, batch_size=s.batch_size, sampler=self.train_sampler, drop_last=True,
+            generator=loader_generator(s.seed), num_workers=s.num_workers, pin_memory=self.device.type == "cuda",
+            collate_fn=pad_collate, persistent_workers=False, worker_init_fn=quiet_worker if s.num_workers else None)
+        self.batches_per_epoch = len(self.train_loader)
+        self.val_loader = eval_loader(self.val_ds, s.val_batch_size, s.num_workers, self.device, info.rank,
+                                      info.world_size)
+        if len(self.train_loader) == 0:
+            raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {len(self.train_ds)} training "
+                              f"images (per process); lower dataset.batch_size")
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.rt.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled:
+            if self.settings.sync_bn and self.device.type != "cuda":
+                log.warning("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); "
+                            "keeping per-process BatchNorm on %s", self.device)
+            elif self.settings.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return torch.compile(model) if self.settings.compile else model
+
+    # ------------------------------------------------------------------ run
+    def fit(self) -> dict[str, Any]:
+        self.resume()
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.tb = TBLogger(self.out / "tb", self.palette, purge_step=self.state.step + 1 if self.state.step else None)
+            log.info(self.rt.describe())
+        try:
+            with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
+                while not self._done() and not self.stop.stopped:
+                    self._train_epoch()
+                    if self.stop.stopped:
+                        break
+                    if self.state.epoch % self.settings.val_every_epochs == 0 or self._done():
+                        self.history.append(self._validate())
+                    self._save_epoch()
+                    self.stop.stopped = not self._done() and self._stop_requested()  # signal in validation
+            if self.stop.stopped and self.dist.is_main:
+                log.warning("stopped by %s at epoch %d, step %d; checkpoint: %s. Resume with:\n  %s",
+                            self.stop.name or "request", self.state.epoch + 1, self.state.step,
+                            self.out / "checkpoints" / "last.pt", self.settings.resume_command)
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+            cleanup()
+        return self.history[-1] if self.history else {}
+
+    def _done(self) -> bool:
+        s = self.settings
+        return self.state.step >= s.max_steps if s.max_steps else self.state.epoch >= s.max_epochs
+
+    def _train_epoch(self) -> None:
+        st, s = self.state, self.settings
+        self.train_sampler.set_epoch(st.epoch, start=st.batch_in_epoch * s.batch_size)
+        self.train_ds.epoch = st.epoch
+        self.train_loader.generator = loader_generator(s.seed, st.epoch)  # worker seeds = f(seed, epoch)
+        step_cfg = StepConfig(self.device, self.rt.amp_dtype, s.accumulate, self.rt.channels_last, s.grad_clip,
+                              s.skip_nonfinite)
+        bar = progress(self.train_loader, self.dist.is_main and s.progress, f"epoch {st.epoch + 1}")
+        speed = Throughput()
+
+        def on_step(loss: float, images: int) -> bool:
+            ips = speed.add(images * self.dist.world_size)
+            lr = self.optimizer.param_groups[0]["lr"]
+            st.losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
+            if self.tb is not None and st.step % s.log_every_steps == 0:
+                self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, st.step)
+            self._after_step()
+            return not self._done() and not self.stop.stopped
+
+        n0, t0 = len(st.losses), time.perf_counter()
+        train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
+                      self.scaler, step_cfg, st, on_step)
+        bar.close()
+        if self.dist.is_main and len(st.losses) > n0:
+            dt = time.perf_counter() - t0
+            log.info("epoch %d: %d steps in %.0f s (%.2f img/s), mean loss %.4f", st.epoch + 1, len(st.losses) - n0,
+                     dt, speed.n / dt, sum(st.losses[n0:]) / (len(st.losses) - n0))
+        if self.stop.stopped:
+            return  # mid-epoch: the checkpoint holds batch_in_epoch, the resumed run continues there
+        if not self._done() or st.batch_in_epoch >= self.batches_per_epoch:
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _validate(self) -> dict:
+        grid: list = []
+        n_images = self.settings.log_images
+
+        def keep(images, masks, pred):
+            if len(grid) < n_images:
+                grid.extend(zip(images.cpu(), masks.cpu(), pred.cpu()))
+
+        t0 = time.perf_counter()
+        cm = evaluate(self.model, self.val_loader, self.model.num_classes, self.device, self.rt.amp_dtype,
+                      self.settings.ignore_index, self.rt.channels_last, on_batch=keep)
+        cm.all_reduce()
+        m = cm.compute(self.class_names)
+        m.update(epoch=self.state.epoch, step=self.state.step, seconds=round(time.perf_counter() - t0, 2))
+        if self.tb is not None:
+            self.tb.metrics(m, self.state.step)
+            self.tb.images(grid[:n_images], self.state.step)
+        if self.dist.is_main:
+            st = self.state  # stopped by max_steps mid-epoch: name the epoch that was cut short
+            where = f"epoch {st.epoch + 1} (batch {st.batch_in_epoch})" if st.batch_in_epoch else f"epoch {st.epoch}"
+            log.info("%s step %d: val mIoU %.4f pixel acc %.4f", where, st.step, m["mIoU"], m["pixel_acc"])
+        return m
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a bit-exact resume needs (plus the config/classes to rebuild the model)."""
+        return {
+            "model": unwrap(self.model).state_dict(),  # BatchNorm running statistics included
+            "optimizer": self.optimizer.state_dict(),  # momentum / Adam moments
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            **asdict(self.state),  # epoch, step, batch_in_epoch (sampler position), best_metric, losses, …
+            "history": list(self.history),
+            "rng": capture_rng(),  # worker seeds and augmentations derive from (seed, epoch, index)
+            "config": self.config,
+            "class_names": list(self.class_names), "palette": [list(map(int, c)) for c in self.palette],
+            "version": __version__,
+        }
+
+    def _checked_state(self) -> dict[str, Any]:
+        """:meth:`checkpoint_state`, refusing non-finite weights (they must never replace a good file)."""
+        state = self.checkpoint_state()
+        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:
+            raise NonFiniteLoss(
+                f"weights became non-finite ({bad}) by step {self.state.step}; nothing saved, the checkpoints in "
+                f"{self.out / 'checkpoints'} are intact. Lower optimizer.lr or set trainer.grad_clip"
+            )
+        return state
+
+    def _save_epoch(self) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt_dir = self.out / "checkpoints"
+        state = self._checked_state()
+        save_checkpoint(state, ckpt_dir / "last.pt")
+        last = self.history[-1] if self.history else None
+        if last is not None and last.get("step") == self.state.step and last["mIoU"] > self.state.best_metric:
+            self.state.best_metric = last["mIoU"]
+            state["best_metric"] = last["mIoU"]
+            save_checkpoint(state, ckpt_dir / "best.pt")
+            save_checkpoint(state, ckpt_dir / "last.pt")
+        (self.out / "val_metrics.json").write_text(json.dumps(self.history, indent=1))
+
+    def _after_step(self) -> None:
+        """Step checkpoints every ``checkpoint_every_steps``; on SIGTERM/SIGINT save and stop."""
+        every, st = self.settings.checkpoint_every_steps, self.state
+        if every and st.step % every == 0 and self.dist.is_main:
+            ckpt_dir = self.out / "checkpoints"
+            save_checkpoint(self._checked_state(), step_checkpoint_path(ckpt_dir, st.step))
+            prune_step_checkpoints(ckpt_dir, self.settings.keep_last, st.step)
+        if not self._done() and self._stop_requested():  # the last step ends the run normally anyway
+            self.stop.stopped = True
+            if self.dist.is_main:
+                log.warning("received %s: finished step %d, saving a checkpoint", self.stop.name or "stop", st.step)
+                save_checkpoint(self._checked_state(), self.out / "checkpoints" / "last.pt")
+
+    def _stop_requested(self) -> bool:
+        """True once a stop signal arrived (under torchrun: on any rank, so all stop at the same step)."""
+        flag = self.stop.signum is not None
+        if self.dist.enabled:
+            t = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def resume(self) -> None:
+        """Continue from ``settings.resume`` (see :func:`~segdeconv.engine.resume.resume_point`)."""
+        found = resume_point(self.settings.resume, self.out / "checkpoints", self.dist.is_main)
+        if found is None:
+            return
+        path, ckpt = found
+        check_same_setup(path, ckpt.get("config") or {}, self.config)
+        self.state = restore_state(path, ckpt, unwrap(self.model), self.optimizer, self.scheduler, self.scaler)
+        self.history = list(ckpt["history"]) if "history" in ckpt else load_history(self.out, self.state)
+        st = self.state
+        log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, st.epoch + 1, st.step,
+                 st.batch_in_epoch)

@@ -1,0 +1,47 @@
+"""``export_checkpoint(cfg)``: the export task — a checkpoint as ONNX or TorchScript, verified against
+PyTorch (formats, metadata and unpooling ops: :mod:`segdeconv.inference.export`; parity:
+:mod:`segdeconv.inference.parity`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from segdeconv.errors import ConfigError
+from segdeconv.inference.export import (FORMATS, ExportMismatch, export_metadata, export_onnx, export_torchscript,
+                                        exportable, runner)
+from segdeconv.inference.parity import parity_inputs, problems, report_lines, verify
+from segdeconv.trained import load_trained
+
+
+def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` to ``cfg.format``; verify against PyTorch and print the parity figures."""
+    fmt, tol = str(cfg.format), float(cfg.tolerance)
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is unknown; use onnx or torchscript")
+    trained = load_trained(cfg.ckpt_path, "cpu")
+    model = exportable(trained.model)
+    size = list(cfg.get("input_size") or trained.image_size or [360, 480])
+    meta = export_metadata(trained.class_names, trained.palette, size)
+    dst = Path(cfg.output) if cfg.get("output") else Path(cfg.ckpt_path).with_suffix(FORMATS[fmt])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cases = parity_inputs(size, cfg.get("verify_image"))  # a bad verify_image fails before exporting
+    if fmt == "onnx":
+        export_onnx(model, dst, torch.randn(1, 3, *size), int(cfg.opset), meta)
+    else:
+        export_torchscript(model, dst, torch.randn(1, 3, *size), meta)
+    print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB)")
+    if not cfg.verify:
+        return {"path": str(dst), "parity": []}
+    try:
+        results = verify(model, runner(fmt, dst), cases, tol, dst if fmt == "onnx" else None)
+    except Exception as e:  # the runtime rejected the file: that is an export failure, not a crash
+        raise ExportMismatch(f"{dst} fails to run: {str(e).splitlines()[0][:300]}") from None
+    for line in report_lines(results, tol):
+        print("  " + line)
+    bad = problems(results, tol)
+    if bad:
+        raise ExportMismatch(f"{dst} does not match PyTorch: {bad[0]}")
+    return {"path": str(dst), "parity": [r.as_dict() for r in results]}

@@ -1,0 +1,85 @@
+"""``fit(cfg)``: the train task — the composed config resolved once into a :class:`Trainer`.
+
+``cfg.dataset.train/val`` → datasets, ``cfg.model`` → model, ``cfg.loss`` → criterion (class weights
+resolved from the training masks when asked), ``cfg.optimizer`` / ``cfg.scheduler`` → partials,
+``cfg.trainer`` → :class:`~segdeconv.engine.trainer.TrainSettings` + a
+:class:`~segdeconv.engine.runtime.Runtime`. Everything below this module takes plain arguments.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from segdeconv.config import (build_model, check_config, class_info, dataset_classes, instantiate_node,
+                              make_criterion, val_batch_size)
+from segdeconv.data.sampler import Head, SeededItems
+from segdeconv.engine.rng import seed_everything
+from segdeconv.engine.runtime import resolve_runtime
+from segdeconv.engine.trainer import Trainer, TrainSettings
+
+
+def train_settings(cfg: DictConfig) -> TrainSettings:
+    """``cfg.trainer`` + the loader keys of ``cfg.dataset`` as one frozen dataclass."""
+    t, d = cfg.trainer, cfg.dataset
+    out = Path(cfg.output_dir)
+    return TrainSettings(
+        out_dir=out, max_epochs=int(t.max_epochs), max_steps=int(t.max_steps) if t.max_steps else None,
+        seed=int(t.seed), batch_size=int(d.batch_size), val_batch_size=val_batch_size(d),
+        num_workers=int(d.num_workers), accumulate=int(t.accumulate_grad_batches),
+        grad_clip=float(t.grad_clip) if t.grad_clip is not None else None,
+        skip_nonfinite=int(t.get("skip_nonfinite_steps") or 0), val_every_epochs=int(t.val_every_epochs),
+        log_every_steps=int(t.log_every_steps), log_images=int(t.log_images),
+        checkpoint_every_steps=int(t.checkpoint_every_steps) if t.get("checkpoint_every_steps") else None,
+        keep_last=int(t.keep_last), progress=bool(t.progress), sync_bn=bool(t.get("sync_bn")),
+        compile=bool(t.compile), resume=str(t.resume) if t.resume else None,
+        ignore_index=int(cfg.loss.ignore_index), resume_command=resume_command(out),
+    )
+
+
+def resume_command(out: Path) -> str:
+    """The command that continues this run: its own overrides + ``trainer.resume=auto`` + its run dir."""
+    overrides: list[str] = ["…"]
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task
+                     if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
+    return " ".join(["python train.py", *map(shlex.quote, overrides), "trainer.resume=auto",
+                     shlex.quote(f"hydra.run.dir={out}")])
+
+
+def datasets(cfg: DictConfig) -> tuple[Any, Any]:
+    """Train (seeded per item, optionally cut to ``trainer.limit_train_images``) and val datasets."""
+    t = cfg.trainer
+    train = instantiate_node(cfg.dataset.train, "dataset.train")
+    val = instantiate_node(cfg.dataset.val, "dataset.val")
+    if t.get("limit_train_images"):
+        train = Head(train, int(t.limit_train_images))
+    if t.get("limit_val_images"):
+        val = Head(val, int(t.limit_val_images))
+    dataset_classes(cfg, train, val)
+    return SeededItems(train, int(t.seed)), val
+
+
+def build_trainer(cfg: DictConfig) -> Trainer:
+    """Everything ``cfg`` describes, built in the order a bit-exact resume relies on."""
+    check_config(cfg)
+    settings = train_settings(cfg)
+    t = cfg.trainer
+    runtime = resolve_runtime(t.device, t.precision, t.channels_last, float(t.get("dist_timeout_s", 300)))
+    seed_everything(settings.seed, bool(t.deterministic))
+    train_ds, val_ds = datasets(cfg)
+    class_names, palette = class_info(cfg, train_ds)
+    model = build_model(cfg, runtime.device)
+    criterion = make_criterion(cfg, train_ds, settings.out_dir, runtime.device, runtime.dist.is_main)
+    return Trainer(settings, runtime, model, train_ds, val_ds, criterion, instantiate_node(cfg.optimizer, "optimizer"),
+                   instantiate_node(cfg.scheduler, "scheduler"), class_names, palette,
+                   OmegaConf.to_container(cfg, resolve=True))
+
+
+def fit(cfg: DictConfig) -> dict[str, Any]:
+    """Train a model as ``cfg`` describes; returns the last validation metrics."""
+    return build_trainer(cfg).fit()

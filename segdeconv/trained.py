@@ -1,0 +1,87 @@
+"""``load_trained(path)``: the one way anything loads a trained checkpoint.
+
+    from segdeconv import load_trained
+    t = load_trained("checkpoints/camvid_segnet_cpu.pt", device="cpu")
+    t.model(x)                      # eval mode, weights loaded
+    t.class_names, t.palette, t.image_size, t.precision, t.ignore_index
+
+The checkpoint (a plain dict loaded with ``weights_only=True``, see
+:mod:`segdeconv.engine.checkpoint`) records the resolved training config; the model is rebuilt from
+its ``model`` section and everything a user of the model needs is read from it here, once. The
+evaluate/predict/export/visualize tasks, the :class:`~segdeconv.inference.predictor.Predictor`,
+the benchmarks and tools/ all go through this function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from segdeconv.config import model_from_config
+from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
+from segdeconv.engine.runtime import resolve_device
+from segdeconv.errors import CheckpointError
+from segdeconv.palette import default_palette
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Trained:
+    """A trained model in eval mode and the facts of its training that inference needs."""
+
+    model: nn.Module
+    class_names: list[str]
+    palette: list[list[int]]
+    image_size: Optional[tuple[int, int]]  # dataset.image_size the model was trained at (H, W)
+    precision: str  # the training's trainer.precision ("auto", "fp32", "bf16", "fp16")
+    channels_last: Union[str, bool]  # the training's trainer.channels_last
+    ignore_index: int
+    dataset_cfg: dict[str, Any]  # the resolved dataset config it was trained with ({} if none)
+    config: dict[str, Any] = field(repr=False)  # the whole resolved training config
+    step: int = 0
+    path: Path = Path("checkpoint")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def val_batch_size(self) -> int:
+        """The training's validation batch size (``dataset.val_batch_size`` or ``dataset.batch_size``)."""
+        d = self.dataset_cfg
+        return int(d.get("val_batch_size") or d.get("batch_size") or 1)
+
+
+def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu", key: str = "ckpt_path") -> Trained:
+    """Load ``path`` safely, rebuild its model on ``device`` (``"auto"`` picks CUDA when present) and
+    read its classes, palette, training size/precision/layout and dataset config.
+
+    ``key`` names the config key the path came from, for the error messages."""
+    ckpt = load_checkpoint(path, key=key)
+    cfg = ckpt.get("config") or {}
+    if "model" not in cfg:
+        raise CheckpointError(f"{path} has no model config; it was not written by segdeconv's trainer")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model = model_from_config(cfg["model"], f"{path}: model")
+    load_model_state(model, ckpt["model"], path)
+    model = model.to(dev).eval()
+    n = int(model.num_classes)
+    dataset_cfg, trainer = dict(cfg.get("dataset") or {}), cfg.get("trainer") or {}
+    size = dataset_cfg.get("image_size")
+    return Trained(
+        model=model,
+        class_names=[str(c) for c in (ckpt.get("class_names") or range(n))],
+        palette=[list(map(int, c)) for c in (ckpt.get("palette") or default_palette(n))],
+        image_size=(int(size[0]), int(size[1])) if size else None,
+        precision=str(trainer.get("precision", "fp32")),
+        channels_last=trainer.get("channels_last", False),
+        ignore_index=int((cfg.get("loss") or {}).get("ignore_index", 255)),
+        dataset_cfg=dataset_cfg,
+        config=cfg,
+        step=int(ckpt.get("step") or 0),
+        path=Path(path),
+    )
