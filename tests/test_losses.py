@@ -429,7 +429,8 @@ def test_conf_loss_criterion_instantiates_and_trains(name):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"dataset": {"ignore_index": 255}, "loss": OmegaConf.load(CONF_LOSS / f"{name}.yaml")})
+    loss_node = OmegaConf.load(CONF_LOSS / f"{name}.yaml")
+    cfg = OmegaConf.create({"dataset": {"ignore_index": 255}, "loss": loss_node})
     assert cfg.loss.ignore_index == 255 and cfg.loss.class_weights is None
     assert cfg.loss.class_weight_power == 1.0
     make = instantiate(cfg.loss.criterion)

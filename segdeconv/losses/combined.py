@@ -1,4 +1,4 @@
-"""A weighted sum of losses, e.g. cross-entropy + Lovász-Softmax (Berman et al. 2018, §4)."""
+"""A weighted sum of losses, e.g. cross-entropy + Lovász-Softmax (``conf/loss/ce_lovasz.yaml``)."""
 from __future__ import annotations
 
 import math

@@ -4,9 +4,10 @@
 
     L = sum_i w[y_i] * nll_i / sum_i w[y_i]
 
-``normalize="valid"`` is Caffe's ``SoftmaxWithLoss`` as caffe-segnet trains SegNet (Badrinarayanan
-et al. 2017, §3.3 "median frequency balancing") with ``loss_param { class_weighting: … normalize:
-true }`` — alexgkendall/caffe-segnet ``src/caffe/layers/softmax_loss_layer.cpp``, ``Forward_cpu``:
+``normalize="valid"`` is Caffe's ``SoftmaxWithLoss`` as caffe-segnet trains SegNet with median
+frequency balancing (Badrinarayanan et al., TPAMI 2017, "Training"), ``loss_param {
+class_weighting: … normalize: true }``: alexgkendall/caffe-segnet
+``src/caffe/layers/softmax_loss_layer.cpp`` (commit 7e05cab), ``Forward_cpu`` does
 ``loss -= log(max(prob[label], FLT_MIN)) * class_weighting[label]; ++count`` for every non-ignored
 pixel, then ``loss / count``::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -32,7 +34,7 @@ def weighted_nll(logits: Tensor, target: Tensor, weight: Optional[Tensor], ignor
 
 
 def normaliser(target: Tensor, weight: Optional[Tensor], ignore_index: int, normalize: str,
-               dtype) -> Tensor:
+               dtype: torch.dtype) -> Tensor:
     """The denominator: the non-ignored pixel count (``"valid"``) or ``sum w[y]`` (``"weight"``)."""
     valid = target != ignore_index
     if normalize == "valid" or weight is None:

@@ -1,4 +1,5 @@
-"""Soft multi-class Dice loss on softmax probabilities (Milletari et al. 2016, V-Net, §3).
+"""Soft multi-class Dice loss on softmax probabilities (after Milletari et al. 2016, V-Net, §3,
+whose denominator squares the terms; here the linear sums of smp).
 
 Follows segmentation_models_pytorch 0.6.0 ``losses/dice.py`` ``DiceLoss(mode="multiclass")``:
 statistics are summed over the batch and the pixels (one Dice per class), ignored pixels are
@@ -13,7 +14,6 @@ the mean is weighted: ``sum w_c loss_c / sum w_c``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
