@@ -3,7 +3,8 @@ validation, evaluate.py, DDP and TensorBoard.
 
 Conventions: rows = ground truth, columns = prediction. Pixels whose target is ``ignore_index``
 are dropped. A class that appears neither in the ground truth nor in the predictions has an
-undefined IoU (0/0) and is *excluded* from the means (reported as NaN per class).
+undefined IoU and Dice (0/0) and is *excluded* from the means (reported as NaN per class).
+Dice = 2TP / (2TP + FP + FN) (Dice, Ecology 1945): the F1 of pixel precision TP/(TP+FP) and recall TP/(TP+FN).
 """
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ class ConfusionMatrix:
             dist.all_reduce(self.mat)
 
     def compute(self, class_names: Optional[Sequence[str]] = None) -> dict:
-        """mIoU, pixel accuracy, mean class accuracy, frequency-weighted IoU, per-class IoU."""
+        """mIoU, pixel accuracy, mean class accuracy, frequency-weighted IoU, mean Dice, per-class IoU/Dice."""
         h = self.mat.double().cpu()
         tp, gt, pr = h.diag(), h.sum(1), h.sum(0)
         union = gt + pr - tp
         iou = tp / union  # NaN where the class is absent from GT and prediction
+        dice = 2 * tp / (gt + pr)  # 2TP / (2TP + FP + FN): NaN exactly where IoU is
         acc = tp / gt  # NaN where the class is absent from GT
         total = h.sum()
         valid = union > 0
@@ -63,15 +65,22 @@ class ConfusionMatrix:
             "mean_acc": float(acc[gt > 0].mean()) if (gt > 0).any() else float("nan"),
             "fw_iou": float((freq[valid] * iou[valid]).sum()) if valid.any() else float("nan"),
             "per_class_iou": {n: float(v) for n, v in zip(names, iou.tolist())},
+            "mean_dice": float(dice[valid].mean()) if valid.any() else float("nan"),
+            "per_class_dice": {n: float(v) for n, v in zip(names, dice.tolist())},
             "num_pixels": int(total),
         }
 
 
 def format_table(metrics: dict) -> str:
-    """A per-class IoU table plus the summary metrics, as monospaced text."""
-    rows = [f"{'class':<16}{'IoU':>8}"]
+    """A per-class IoU / Dice table plus the summary metrics, as monospaced text."""
+    def pct(v: float) -> str:
+        return f"{'n/a':>8}" if v != v else f"{100 * v:8.2f}"
+
+    dice = metrics.get("per_class_dice", {})
+    rows = [f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
     for name, v in metrics["per_class_iou"].items():
-        rows.append(f"{name:<16}{'   n/a' if v != v else f'{100 * v:8.2f}'}")
-    for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
-        rows.append(f"{key:<16}{100 * metrics[key]:8.2f}")
+        rows.append(f"{name:<16}{pct(v)}{pct(dice.get(name, float('nan')))}")
+    for key in ("mIoU", "mean_dice", "pixel_acc", "mean_acc", "fw_iou"):
+        if key in metrics:
+            rows.append(f"{key:<16}{100 * metrics[key]:8.2f}")
     return "\n".join(rows)
