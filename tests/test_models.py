@@ -1,10 +1,12 @@
-"""Model shapes, parameter counts (the papers'), gradients, input checks, local VGG weights."""
+"""Model shapes, parameter counts (the papers'), gradients, input checks, local VGG weights, input adapters."""
+import numpy as np
 import pytest
 import torch
 import torchvision
 
-from segdeconv.errors import CheckpointError, UserError
-from segdeconv.models import DeconvNet, SegNet, VGGEncoder, segnet_basic
+from segdeconv.data.base import to_tensors
+from segdeconv.errors import CheckpointError, ConfigError, UserError
+from segdeconv.models import DeconvNet, InputAdapter, SegNet, VGGEncoder, segnet_basic
 
 
 def n_params(m):
@@ -49,6 +51,9 @@ def test_wrong_channel_count_is_a_clear_error():
     lambda: segnet_basic(5, width=0.25),
     lambda: DeconvNet(5, VGGEncoder(width=0.0625), fc_channels=4096),
     lambda: SegNet(5, VGGEncoder(width=0.125), decoder="transposed"),
+    lambda: SegNet(5, VGGEncoder(width=0.125), dropout=0.5, init="paper", input="caffe_bgr"),
+    lambda: segnet_basic(5, width=0.25, dropout=0.5, init="paper", input="caffe_bgr", input_lrn=True),
+    lambda: DeconvNet(5, VGGEncoder(width=0.0625), fc_channels=4096, init="paper", input="caffe_bgr_mean"),
 ])
 def test_every_parameter_gets_a_finite_gradient(build):
     torch.manual_seed(0)
@@ -86,3 +91,45 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="cannot be read"):
         VGGEncoder(weights=junk)
+
+
+def _bgr(img):
+    return torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float()[None]  # (1,3,H,W) BGR 0–255
+
+
+def test_caffe_inputs_undo_the_dataset_normalisation():
+    """SegNet's Caffe input is raw BGR 0–255; DeconvNet's is BGR 0–255 minus its mean_value."""
+    img = np.random.default_rng(0).integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    x = to_tensors(img, np.zeros((8, 10), np.uint8))[0][None]  # the dataset contract: ImageNet-normalised RGB
+    torch.testing.assert_close(InputAdapter("caffe_bgr")(x), _bgr(img), atol=1e-3, rtol=0)
+    mean = torch.tensor([104.008, 116.669, 122.675]).view(1, 3, 1, 1)
+    torch.testing.assert_close(InputAdapter("caffe_bgr_mean")(x), _bgr(img) - mean, atol=1e-3, rtol=0)
+    assert InputAdapter("imagenet")(x) is x
+    with pytest.raises(ConfigError, match="model.input='rgb' is unknown"):
+        InputAdapter("rgb")
+
+
+def _caffe_lrn(x, n=5, alpha=1e-4, beta=0.75, k=1.0):
+    """Caffe's LRN across channels, by hand: x / (k + alpha/n · Σ x² over n zero-padded channels)^beta."""
+    out = torch.empty_like(x)
+    for c in range(x.shape[1]):
+        window = x[:, max(0, c - n // 2):c + n // 2 + 1]
+        out[:, c] = x[:, c] / (k + alpha / n * window.square().sum(1)) ** beta
+    return out
+
+
+def test_input_lrn_is_caffes_lrn():
+    x = 255 * torch.rand(2, 3, 5, 6)  # raw pixels, where SegNet-Basic's LRN acts
+    y = InputAdapter("imagenet", lrn=True)(x)
+    torch.testing.assert_close(y, _caffe_lrn(x))
+    assert (y - _caffe_lrn(x, alpha=5e-4 * 5)).abs().max() > 1  # alpha not divided by n: caught
+
+
+def test_input_adapter_runs_first_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    m = segnet_basic(5, width=0.25, input="caffe_bgr", input_lrn=True).eval()
+    plain = segnet_basic(5, width=0.25)
+    plain.load_state_dict(m.state_dict())  # same keys: checkpoints load either way
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), plain.eval()(m.input_adapter(x)))

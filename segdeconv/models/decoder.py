@@ -20,8 +20,10 @@ class MirroredDecoder(nn.Module):
     ``kind="transposed"`` uses stride-1 transposed convolutions ("deconvolution" layers, as in
     DeconvNet); ``"conv"`` plain convolutions (SegNet). ``drop_last`` leaves out the final conv of
     the shallowest stage (SegNet: the classifier takes its place). ``relu=False`` gives
-    SegNet-Basic's linear decoder. ``checkpoint=True`` recomputes each stage in backward
-    (``N``: the N shallowest).
+    SegNet-Basic's linear decoder. ``dropout=p`` ends each of the ``dropout_stages`` deepest stages
+    with ``nn.Dropout(p)`` (Bayesian SegNet's ``decdrop5``–``decdrop3`` follow ``conv5_1_D``–``conv3_1_D``,
+    the last conv of decoder stages 5–3, before the next unpooling). ``checkpoint=True`` recomputes
+    each stage in backward (``N``: the N shallowest); dropout masks are replayed (RNG state kept).
     """
 
     def __init__(
@@ -33,6 +35,8 @@ class MirroredDecoder(nn.Module):
         relu: bool = True,
         drop_last: bool = False,
         checkpoint: Union[bool, int] = False,
+        dropout: float = 0.0,
+        dropout_stages: int = 0,
     ) -> None:
         super().__init__()
         if kind not in DECODER_KINDS:
@@ -41,16 +45,13 @@ class MirroredDecoder(nn.Module):
         if drop_last:
             plan[-1] = plan[-1][:-1]
         self.unpool = Unpool()
-        self.stages = nn.ModuleList(
-            nn.Sequential(
-                *[
-                    m
-                    for c_in, c_out in stage
-                    for m in conv_bn_relu(c_in, c_out, kernel_size, batch_norm, relu, kind == "transposed")
-                ]
-            )
-            for stage in plan
-        )
+        self.stages = nn.ModuleList()
+        for i, stage in enumerate(plan):  # deepest first
+            layers = [m for c_in, c_out in stage
+                      for m in conv_bn_relu(c_in, c_out, kernel_size, batch_norm, relu, kind == "transposed")]
+            if dropout > 0 and i < dropout_stages:
+                layers.append(nn.Dropout(dropout))  # after the stage's last conv(-BN-ReLU)
+            self.stages.append(nn.Sequential(*layers))
         self.out_channels = plan[-1][-1][1]
         self.checkpoint = checkpoint
         stage_is_checkpointed(checkpoint, 0)  # validate

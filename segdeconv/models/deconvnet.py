@@ -11,6 +11,8 @@ Fig. 2 of the paper, top to bottom::
 
 251.8M parameters with 21 classes. fc6 needs a pool5 map of ≥ 7×7, i.e. inputs ≥ 224 px per side
 (≥ 193 with ceil-mode pools); smaller inputs get a clear error (pad them, or use sliding windows).
+Architecture pinned to HyeonwooNoh/DeconvNet ``training/00{1,2}_stage_*/stage_*_train.prototxt``
+by ``tests/test_prototxt_tables.py``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.models.decoder import MirroredDecoder
-from segdeconv.models.layers import init_weights
+from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights
+from segdeconv.models.inputs import InputAdapter
 from segdeconv.models.recompute import checkpointed
 from segdeconv.models.vgg import VGGEncoder, _load_vgg_state
 from segdeconv.models.validate import check_input
@@ -39,6 +42,8 @@ class DeconvNet(nn.Module):
     ``checkpoint_fc=True`` recomputes the fc6/fc7/fc6-deconv activations in backward instead of
     storing them (activation checkpointing, saves memory at large inputs); ``checkpoint=True`` does
     so for every encoder/decoder stage too. BN statistics are updated once either way.
+    ``init="paper"``: the prototxts' fillers (:meth:`paper_init`); ``input="caffe_bgr_mean"``: the
+    original's BGR 0–255 minus mean input (:class:`~segdeconv.models.inputs.InputAdapter`).
     """
 
     def __init__(
@@ -49,9 +54,12 @@ class DeconvNet(nn.Module):
         fc_channels: int = 4096,
         checkpoint_fc: bool = False,
         checkpoint: Union[bool, int] = False,
+        init: str = "torchvision",
+        input: str = "imagenet",
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
+        self.input_adapter = InputAdapter(input)
         self.encoder = encoder if encoder is not None else VGGEncoder("vgg16", batch_norm=True)
         enc, bn = self.encoder, self.encoder.batch_norm
         c5 = enc.out_channels
@@ -65,8 +73,21 @@ class DeconvNet(nn.Module):
         self.checkpoint_fc = checkpoint_fc or checkpoint is True
         for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
             init_weights(m)
+        if check_init(init) == "paper":
+            self.paper_init()
         if enc.weights:
             self.load_fc_from_vgg(enc.weights)
+
+    def paper_init(self) -> None:
+        """The fillers of ``stage_{1,2}_train.prototxt``: ``fc6-deconv``, every ``deconvN_M`` and
+        ``seg-score-voc`` gaussian std 0.01 with zero bias; every BN (``bnN_M``, ``bnfc6``, ``bnfc7``,
+        ``fc6-deconv-bn``, ``debnN_M``) scale 1, shift 0.001. conv1–conv5 and fc6/fc7 have no filler
+        there (Caffe's default constant 0: they are VGG16's ImageNet weights), so they keep the
+        torchvision init until ``encoder.weights`` loads them; a pretrained encoder keeps its BN too."""
+        gaussian_([*self.fc6_deconv.modules(), *self.decoder.modules(), self.classifier], std=0.01)
+        random_encoder = [] if self.encoder.weights else [self.encoder]
+        for part in [self.fc6, self.fc7, self.fc6_deconv, self.decoder] + random_encoder:
+            bn_(part.modules(), shift=1e-3)
 
     def _fc(self, x: Tensor) -> Tensor:
         x = self.fc6(x)  # (B, 4096, h-6, w-6)
@@ -75,6 +96,7 @@ class DeconvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder, min_pooled=FC_KERNEL)
+        x = self.input_adapter(x)  # identity for input="imagenet"
         feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
         x = checkpointed(self, self._fc, feats) if self.checkpoint_fc else self._fc(feats)
         x = self.decoder(x, switches)  # (B, 64, H, W)

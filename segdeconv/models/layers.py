@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segdeconv.models.initialization import init_weights  # noqa: F401  (its former home)
+
 
 class Switches(NamedTuple):
     """What a pooling layer hands to its unpooling twin.
@@ -36,20 +38,26 @@ class Pool(nn.Module):
 
     ``ceil_mode=True`` is Caffe's layout (SegNet/DeconvNet originals: 360×480 → 23×30 at pool5),
     ``False`` torchvision's. ``compact=True`` stores 1-byte window codes instead of int64 indices.
+    ``dropout=p`` drops pooled values (Bayesian SegNet's ``encdrop3``–``encdrop5`` sit right after
+    ``pool3``–``pool5``); it lives inside the pool so ``VGGEncoder.features`` keeps torchvision's
+    indices and a checkpointed stage recomputes it with the same mask.
     """
 
-    def __init__(self, ceil_mode: bool = True, compact: bool = False) -> None:
+    def __init__(self, ceil_mode: bool = True, compact: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.ceil_mode = ceil_mode
         self.compact = compact
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Switches]:
         size = (int(x.shape[-2]), int(x.shape[-1]))
         if self.compact:
-            y, code = _compact_ops().max_pool2x2(x, ceil_mode=self.ceil_mode)
-            return y, Switches(code, size)
-        y, idx = F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_mode, return_indices=True)
-        return y, Switches(idx, size)
+            y, sw = _compact_ops().max_pool2x2(x, ceil_mode=self.ceil_mode)
+        else:
+            y, sw = F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_mode, return_indices=True)
+        if self.dropout is not None:  # Bayesian SegNet's encdropN: on the pooled values, not the switches
+            y = self.dropout(y)
+        return y, Switches(sw, size)
 
     def extra_repr(self) -> str:
         return f"kernel_size=2, stride=2, ceil_mode={self.ceil_mode}, compact={self.compact}"
@@ -84,15 +92,3 @@ def conv_bn_relu(
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return layers
-
-
-def init_weights(module: nn.Module) -> None:
-    """torchvision VGG initialisation: Kaiming-normal convs, unit BN, zero biases."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

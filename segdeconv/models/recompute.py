@@ -4,7 +4,9 @@ sublinear memory cost"): keep a block's input, recompute its activations during 
 ``torch.utils.checkpoint`` re-runs the block's forward; a BatchNorm in training mode would then
 update its running statistics a second time (momentum applied twice per step). :func:`checkpointed`
 restores the statistics after the recomputation, so a checkpointed model trains exactly like the
-plain one: same outputs, same gradients, same running statistics.
+plain one: same outputs, same gradients, same running statistics. Dropout inside a recomputed
+block (Bayesian SegNet) draws the same masks again: ``torch.utils.checkpoint`` restores the RNG
+state before recomputing (``preserve_rng_state``, its default; ``tests/test_bayesian.py``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.errors import CheckpointError, ConfigError
-from segdeconv.models.layers import Pool, Switches, conv_bn_relu, init_weights
+from segdeconv.models.initialization import init_weights
+from segdeconv.models.layers import Pool, Switches, conv_bn_relu
 from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 
 # name -> (channels per stage, kernel size). One table for every encoder and its mirrored decoder.
@@ -87,6 +88,16 @@ class VGGEncoder(nn.Module):
     @property
     def num_pools(self) -> int:
         return len(self.stages)
+
+    def pools(self) -> list[Pool]:
+        return [m for m in self.features if isinstance(m, Pool)]
+
+    def set_dropout(self, p: float, stages: int) -> None:
+        """``nn.Dropout(p)`` on the output of the ``stages`` deepest pools (Bayesian SegNet:
+        ``encdrop3``–``encdrop5`` after ``pool3``–``pool5``); ``p=0`` removes them. No parameters:
+        the state dict and torchvision's layer indices stay the same."""
+        for depth, pool in enumerate(self.pools()):
+            pool.dropout = nn.Dropout(p) if p > 0 and depth >= self.num_pools - stages else None
 
     def conv_layers(self) -> dict[str, nn.Conv2d]:
         """``{"conv1_1": Conv2d, …}`` in forward order (used by the Zeiler & Fergus projection)."""
