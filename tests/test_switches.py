@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdeconv.models import switches as S
+from segdeconv.models import switch_kernels as K
 from segdeconv.models.switches import (
     code_from_indices,
     indices_from_code,
@@ -53,13 +53,13 @@ def random_case(seed: int) -> dict:
         x[x > 1] = float("nan")
     if rng.random() < 0.4:
         x = x.contiguous(memory_format=CL)
-    return dict(x=x, ceil=ceil, chunk=rng.choice([S._CHUNK, 1, 3, 40]))
+    return dict(x=x, ceil=ceil, chunk=rng.choice([K._CHUNK, 1, 3, 40]))
 
 
 @pytest.fixture
 def chunk(monkeypatch):
     """Set the CPU block size (small values exercise row bands and runs of images)."""
-    return lambda n: monkeypatch.setattr(S, "_CHUNK", n)
+    return lambda n: monkeypatch.setattr(K, "_CHUNK", n)
 
 
 def reference(x: Tensor, ceil: bool):
@@ -74,7 +74,7 @@ def test_forward_matches_reference_ops(seed, chunk):
     H, W = x.shape[-2:]
     y_ref, idx = reference(x, ceil)
     up_ref = F.max_unpool2d(y_ref, idx, 2, 2, output_size=(H, W))
-    for pool, unpool in [(max_pool2x2, max_unpool2x2), (S._pool_plain, S._place_plain)]:
+    for pool, unpool in [(max_pool2x2, max_unpool2x2), (K.pool_plain, K.place_plain)]:
         y, code = pool(x, ceil)
         assert code.dtype == torch.uint8 and int(code.max()) <= 3
         assert torch.equal(bits(y), bits(y_ref))
@@ -122,13 +122,13 @@ def test_gradients_match_reference_bit_for_bit(seed, plain, chunk, monkeypatch):
 
 def test_every_output_element_is_written(chunk, monkeypatch):
     """Outputs start as NaN/255 garbage: no element may be left unwritten (odd sizes, bands)."""
-    real = S._empty
+    real = K._empty
 
     def garbage(*args, **kwargs):
         t = real(*args, **kwargs)
         return t.fill_(255 if t.dtype == torch.uint8 else float("nan"))
 
-    monkeypatch.setattr(S, "_empty", garbage)
+    monkeypatch.setattr(K, "_empty", garbage)
     chunk(7)
     for ceil, cl in [(False, False), (False, True), (True, False), (True, True)]:
         x = torch.randn(2, 3, 9, 11)

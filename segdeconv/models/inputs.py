@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from segdeconv.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD
 from segdeconv.errors import ConfigError
 
 INPUTS = ("imagenet", "caffe_bgr", "caffe_bgr_mean")
