@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdeconv.models import switch_kernels as K
+from segdeconv.models import switches as S
 from segdeconv.models.switches import (
     code_from_indices,
     indices_from_code,
