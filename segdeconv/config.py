@@ -112,7 +112,8 @@ def class_info(cfg: DictConfig, dataset: Any) -> tuple[list[str], list[list[int]
 
 
 def make_criterion(cfg: DictConfig, train_ds: Any, out_dir: Path, device: torch.device, verbose: bool) -> nn.Module:
-    """Cross-entropy with ``ignore_index`` and optional class weights (``loss.class_weights``)."""
+    """``loss.criterion`` (a partial, conf/loss/) built with ``ignore_index`` and the class weights
+    ``loss.class_weights`` resolves to (median frequency from the training masks, a named list, or values)."""
     spec = cfg.loss.get("class_weights")
     weights = None
     if spec is not None:
@@ -131,7 +132,11 @@ def make_criterion(cfg: DictConfig, train_ds: Any, out_dir: Path, device: torch.
         w = w.pow(power)
         if verbose:
             log.info("class weights ^%g: %s", power, ", ".join(f"{v:.4f}" for v in w.tolist()))
-    return nn.CrossEntropyLoss(weight=w, ignore_index=int(cfg.loss.ignore_index))
+    node = cfg.loss.get("criterion")
+    if node is None:
+        raise ConfigError("loss.criterion is not set; choose a loss group, e.g. loss=ce (conf/loss/)")
+    criterion = instantiate_node(node, "loss.criterion")(class_weights=w, ignore_index=int(cfg.loss.ignore_index))
+    return criterion.to(device)
 
 
 def val_batch_size(dataset_cfg: Any) -> int:

@@ -1,9 +1,13 @@
-"""Every recipe in conf/experiment composes and runs 2 steps (debug=default) on generated data."""
+"""Every recipe in conf/experiment composes, its settings reach the optimizer/loss/loop, and it runs
+2 steps (debug=default) on generated data."""
 import pytest
+import torch
 
 from conftest import CONF, compose_cfg
 from data_helpers import make_camvid, make_voc
-from segdeconv.tasks.train import fit
+from segdeconv.data.balance import SEGNET_TUTORIAL_CAMVID_WEIGHTS, median_frequency_weights
+from segdeconv.losses import CrossEntropy
+from segdeconv.tasks.train import build_trainer, fit
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # keep the CPU cost of the smoke run small; the full-size models are tested in test_models.py
@@ -21,7 +25,7 @@ def test_expected_recipes_exist():
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("recipe_data")
-    return {"camvid": make_camvid(base / "camvid", n=4, size=(96, 128)), "voc": make_voc(base / "voc")}
+    return {"camvid": make_camvid(base / "camvid", n=12, size=(96, 128)), "voc": make_voc(base / "voc", n=24)}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -39,3 +43,61 @@ def test_recipe_runs_in_debug_mode(experiment, roots, tmp_path):
     metrics = fit(cfg)
     assert 0.0 <= metrics["mIoU"] <= 1.0
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+# What each recipe promises (its YAML comments and README): optimizer, lr, accumulation, loss.
+PROMISES = {
+    "camvid_segnet_cpu": dict(opt="AdamW", lr=2e-3, wd=2e-4, accumulate=1, batch=8, normalize="weight",
+                              weights=("median_freq", 0.5)),
+    "camvid_segnet": dict(opt="SGD", lr=1e-3, wd=5e-4, momentum=0.9, accumulate=1, batch=4, normalize="valid",
+                          weights=("segnet_tutorial", 1.0)),
+    "camvid_segnet_basic": dict(opt="SGD", lr=0.1, wd=5e-4, momentum=0.9, accumulate=1, batch=12,
+                                normalize="valid", weights=("segnet_tutorial", 1.0)),
+    "voc_deconvnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8, normalize="weight",
+                          weights=None),
+    "voc_segnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=1, batch=16, normalize="weight",
+                       weights=None),
+}
+
+
+def test_every_recipe_has_its_promises_listed():
+    assert set(PROMISES) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, tmp_path):
+    p = PROMISES[experiment]
+    base = compose_cfg([f"experiment={experiment}"])
+    key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[
+        base.model._target_.rsplit(".", 1)[1]]
+    name = base.dataset.name
+    extra = SHRINK[key] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false",
+                           f"output_dir={tmp_path}"]
+    extra += ["dataset.val_min_size=256"] if name == "voc" else ["dataset.image_size=[96,128]"]
+    tr = build_trainer(compose_cfg([f"experiment={experiment}", *extra]))
+    group = tr.optimizer.param_groups[0]
+    assert type(tr.optimizer).__name__ == p["opt"]
+    assert group["initial_lr"] == pytest.approx(p["lr"]) and group["weight_decay"] == pytest.approx(p["wd"])
+    if "momentum" in p:
+        assert group["momentum"] == pytest.approx(p["momentum"])
+    assert tr.settings.accumulate == p["accumulate"] and tr.settings.batch_size == p["batch"]
+    assert isinstance(tr.criterion, CrossEntropy) and tr.criterion.normalize == p["normalize"]
+    got = tr.criterion.class_weights
+    if p["weights"] is None:
+        assert got is None
+    else:
+        spec, power = p["weights"]
+        expected = (torch.tensor(SEGNET_TUTORIAL_CAMVID_WEIGHTS) if spec == "segnet_tutorial"
+                    else torch.as_tensor(median_frequency_weights(tr.train_ds.dataset)).float() ** power)
+        assert torch.allclose(got.cpu().float(), expected.float(), rtol=1e-5)
+
+
+def test_accumulation_takes_one_optimizer_step_per_k_micro_batches(roots, tmp_path):
+    """voc_deconvnet's batch 64 = 8 × 8: one optimizer step consumes 8 micro-batches."""
+    cfg = compose_cfg(["experiment=voc_deconvnet", *SHRINK["deconvnet"], f"dataset.root={roots['voc']}",
+                       "dataset.val_min_size=256", "dataset.batch_size=2", "dataset.num_workers=0",
+                       "trainer.max_steps=1", "trainer.progress=false", "trainer.limit_val_images=1",
+                       f"output_dir={tmp_path}"])
+    tr = build_trainer(cfg)
+    tr.fit()
+    assert tr.state.step == 1 and tr.state.batch_in_epoch == 8

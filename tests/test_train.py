@@ -12,11 +12,13 @@ from segdeconv.trained import load_trained
 
 def test_two_epoch_run_improves_miou_and_writes_outputs(tiny_run):
     hist = json.loads((tiny_run / "val_metrics.json").read_text())
-    assert len(hist) == 2
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert hist[1]["mIoU"] > hist[0]["mIoU"]  # measured 0.097 → 0.129 (bf16), 0.068 → 0.097 (fp32)
+    losses = load_checkpoint(tiny_run / "checkpoints" / "last.pt")["losses"]
+    assert sum(losses[4:]) < sum(losses[:4])  # second epoch's 4 steps lower than the first's
     assert (tiny_run / "checkpoints" / "last.pt").is_file()
     assert (tiny_run / "checkpoints" / "best.pt").is_file()
     assert any((tiny_run / "tb").iterdir())
-    assert all(0 <= h["mIoU"] <= 1 for h in hist)
 
 
 def test_synthetic_default_learns(tmp_path):

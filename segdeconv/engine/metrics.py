@@ -76,11 +76,12 @@ def format_table(metrics: dict) -> str:
     def pct(v: float) -> str:
         return f"{'n/a':>8}" if v != v else f"{100 * v:8.2f}"
 
-    dice = metrics.get("per_class_dice", {})
-    rows = [f"{'class':<16}{'IoU':>8}{'Dice':>8}"]
+    dice, bf = metrics.get("per_class_dice", {}), metrics.get("per_class_bf")
+    rows = [f"{'class':<16}{'IoU':>8}{'Dice':>8}" + (f"{'BF':>8}" if bf is not None else "")]
     for name, v in metrics["per_class_iou"].items():
-        rows.append(f"{name:<16}{pct(v)}{pct(dice.get(name, float('nan')))}")
-    for key in ("mIoU", "mean_dice", "pixel_acc", "mean_acc", "fw_iou"):
+        b = "" if bf is None else pct(float("nan") if bf.get(name) is None else bf[name])
+        rows.append(f"{name:<16}{pct(v)}{pct(dice.get(name, float('nan')))}{b}")
+    for key in ("mIoU", "mean_dice", "bf_score", "pixel_acc", "mean_acc", "fw_iou"):
         if key in metrics:
             rows.append(f"{key:<16}{100 * metrics[key]:8.2f}")
     return "\n".join(rows)

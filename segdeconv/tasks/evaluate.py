@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from segdeconv.config import split_dataset
+from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
@@ -43,16 +44,27 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     model, ignore_index = trained.model, trained.ignore_index
     report = cfg.get("report") or {}
     worst = WorstImages(int(report.get("worst_k", 8)), model.num_classes, ignore_index)
+    bf = BoundaryF1(model.num_classes, ignore_index) if report.get("bf_score", True) else None
+
+    def on_batch(images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor) -> None:
+        worst(images, masks, pred)
+        if bf is not None:
+            bf.update(pred, masks)
+
     t0 = time.perf_counter()
     # the layout training validated with (NHWC vs NCHW can move bf16 logits by an ulp): same numbers
     channels_last = resolve_channels_last(trained.channels_last, device, amp_dtype)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
-                  predict=predict, on_batch=worst)
+                  predict=predict, on_batch=on_batch)
     cm.all_reduce()  # torchrun: each rank saw its own unpadded shard; the sum is the whole split
+    if bf is not None:
+        bf.all_reduce()
     seconds = time.perf_counter() - t0
     cleanup()
     m = cm.compute(trained.class_names)
+    if bf is not None:  # boundary F1 (SegNet TPAMI §4): bf_score, per_class_bf, image_bf
+        m.update(bf.compute(trained.class_names))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
              precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
              **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf")))
