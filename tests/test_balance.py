@@ -145,10 +145,11 @@ def test_segnet_tutorial_constant(tmp_path: Path) -> None:
 def test_criterion_takes_segnet_tutorial(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from segdeconv.wiring import make_criterion
+    from segdeconv.config import make_criterion
 
     ds = CamVid(make_camvid(tmp_path / "camvid"), "train")
-    cfg = OmegaConf.create({"loss": {"class_weights": "segnet_tutorial", "ignore_index": 255},
-                            "dataset": {"num_classes": 11}})
+    cfg = OmegaConf.create({"loss": {"class_weights": "segnet_tutorial", "ignore_index": 255, "criterion": {
+        "_target_": "segdeconv.losses.CrossEntropy", "_partial_": True, "normalize": "valid"}},
+        "dataset": {"num_classes": 11}})
     crit = make_criterion(cfg, ds, tmp_path, torch.device("cpu"), verbose=False)
-    assert crit.weight.tolist() == pytest.approx(SEGNET_TUTORIAL_CAMVID_WEIGHTS)
+    assert crit.class_weights.tolist() == pytest.approx(SEGNET_TUTORIAL_CAMVID_WEIGHTS)
