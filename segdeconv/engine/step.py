@@ -103,53 +103,85 @@ def train_batches(
     cfg: StepConfig,
     state: LoopState,
     on_step: Optional[Callable[[float, int], bool]] = None,
+    max_batches: Optional[int] = None,
 ) -> None:
     """Consume ``batches``: forward, loss/accumulate, backward, and an optimizer step every
     ``cfg.accumulate`` micro-batches. ``on_step(loss, images)`` runs after each optimizer step
     and returns False to stop early (max_steps, pre-emption).
 
+    Accumulation (Caffe's ``iter_size``): each micro-batch loss is divided by ``cfg.accumulate``, so the
+    summed gradient is that of one ``accumulate``× batch (exactly, for a loss averaged over equally many
+    pixels per micro-batch; BatchNorm statistics aside). Under DDP the non-final micro-batches run in
+    ``model.no_sync()``: gradients are all-reduced once per optimizer step, not once per micro-batch.
+    ``max_batches`` caps the micro-batches consumed: the trainer passes the epoch's complete steps, so
+    an epoch's ``len % accumulate`` leftover micro-batches are never run (not trained and thrown away).
+
     A step whose loss or gradients are not finite updates nothing (weights, optimizer state and
     BatchNorm statistics stay as before it); the fp16 scaler handles its own, otherwise more than
-    ``cfg.skip_nonfinite`` such steps in a row raise :class:`NonFiniteLoss`."""
+    ``cfg.skip_nonfinite`` such steps in a row raise :class:`NonFiniteLoss`. The host waits on the
+    device once per optimizer step (the loss and the finiteness decision read together), never per
+    micro-batch."""
     model.train()
     optimizer.zero_grad(set_to_none=True)  # never carry a partial accumulation across epochs
-    run_loss, run_imgs, loss_ok, saved = 0.0, 0, True, None
+    backup = _Buffers(model)
+    run_loss, run_imgs, used = torch.zeros((), device=cfg.device), 0, 0
     for images, masks in batches:
-        saved = saved if saved is not None else _buffers(model)
-        images = to_device(images, cfg.device, cfg.channels_last)
-        masks = masks.to(cfg.device, non_blocking=True)
-        with autocast(cfg.device, cfg.amp_dtype):
-            logits = model(images)  # (B, C, H, W)
-        loss = criterion(logits.float(), masks) / cfg.accumulate
-        loss_ok = loss_ok and bool(torch.isfinite(loss))
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if max_batches is not None and used >= max_batches:
+            return
+        if state.batch_in_epoch % cfg.accumulate == 0:
+            backup.save()  # BatchNorm statistics before this step's first forward pass
+        final = (state.batch_in_epoch + 1) % cfg.accumulate == 0
+        with _sync_unless(model, final):
+            images = to_device(images, cfg.device, cfg.channels_last)
+            masks = masks.to(cfg.device, non_blocking=True)
+            with autocast(cfg.device, cfg.amp_dtype):
+                logits = model(images)  # (B, C, H, W)
+            loss = criterion(logits.float(), masks) / cfg.accumulate
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         state.batch_in_epoch += 1
-        run_loss += float(loss.detach()) * cfg.accumulate
+        used += 1
+        run_loss += loss.detach()
         run_imgs += images.shape[0]
-        if state.batch_in_epoch % cfg.accumulate:
+        if not final:
             continue
-        if _optimizer_step(model, optimizer, scaler, cfg.grad_clip, loss_ok):
+        mean_loss, ok = _optimizer_step(model, optimizer, scaler, cfg.grad_clip, run_loss)
+        if ok:
             state.nonfinite_run = 0
         else:
-            _restore_buffers(model, saved)
-            _skipped(state, scaler, cfg, loss_ok, run_loss / cfg.accumulate, optimizer.param_groups[0]["lr"])
+            backup.restore()
+            _skipped(state, scaler, cfg, math.isfinite(mean_loss), mean_loss, optimizer.param_groups[0]["lr"])
         scheduler.step()
         state.step += 1
-        keep_going = on_step(run_loss / cfg.accumulate, run_imgs) if on_step else True
-        run_loss, run_imgs, loss_ok, saved = 0.0, 0, True, None
+        keep_going = on_step(mean_loss, run_imgs) if on_step else True
+        run_loss, run_imgs = torch.zeros((), device=cfg.device), 0
         if not keep_going:
             return
 
 
-def _buffers(model: nn.Module) -> list[Tensor]:
-    return [b.detach().clone() for b in model.buffers()]
+def _sync_unless(model: nn.Module, final: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync()`` for a non-final micro-batch (gradients stay local until the last one)."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if no_sync is not None and not final else contextlib.nullcontext()
 
 
-def _restore_buffers(model: nn.Module, saved: Optional[list[Tensor]]) -> None:
-    """Undo the BatchNorm statistics (and counters) a non-finite forward pass polluted."""
-    with torch.no_grad():
-        for b, v in zip(model.buffers(), saved or []):
-            b.copy_(v)
+class _Buffers:
+    """A copy of the model's buffers (BatchNorm statistics, counters), kept in preallocated storage, so
+    a non-finite step can be undone without a host round-trip or a new allocation per step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.live = [b for b in model.buffers()]
+        self.copy = [b.detach().clone() for b in self.live]
+
+    def save(self) -> None:
+        if self.live:
+            with torch.no_grad():
+                torch._foreach_copy_(self.copy, self.live)
+
+    def restore(self) -> None:
+        """Undo the BatchNorm statistics (and counters) a non-finite forward pass polluted."""
+        if self.live:
+            with torch.no_grad():
+                torch._foreach_copy_(self.live, self.copy)
 
 
 def _skipped(state: LoopState, scaler, cfg: StepConfig, loss_ok: bool, loss: float, lr: float) -> None:
@@ -172,27 +204,31 @@ def _skipped(state: LoopState, scaler, cfg: StepConfig, loss_ok: bool, loss: flo
                 state.step + 1, what, lr, state.nonfinite_run, cfg.skip_nonfinite)
 
 
-def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: Optional[float], loss_ok: bool = True) -> bool:
-    """Clip and step; returns False (and changes nothing) when the loss or gradients are not finite."""
+def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: Optional[float],
+                    summed_loss: Tensor) -> tuple[float, bool]:
+    """Clip and step unless the loss or the gradients are not finite (then nothing changes).
+
+    Returns ``(loss, stepped)``: both come from one device→host read, the only one per step."""
     if scaler is not None:
         scaler.unscale_(optimizer)
-    norm = torch.zeros(())
+    norm = torch.zeros((), device=summed_loss.device)
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     elif scaler is None:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else norm
+    loss, finite = torch.stack([summed_loss.float(), torch.isfinite(norm.float() + summed_loss.float()).float()]).tolist()
     if scaler is not None:
         scale = scaler.get_scale()
         scaler.step(optimizer)  # skips by itself on inf/NaN gradients, then lowers the scale
         scaler.update()
         ok = scaler.get_scale() >= scale
     else:
-        ok = loss_ok and bool(torch.isfinite(norm))
+        ok = bool(finite)
         if ok:
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return ok
+    return loss, ok
 
 
 class Throughput:

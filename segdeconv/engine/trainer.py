@@ -76,7 +76,9 @@ class Trainer:
         self.train_ds, self.val_ds, self.criterion = train_ds, val_ds, criterion
         self.class_names, self.palette, self.model = class_names, palette, model
         self._loaders()
-        self.steps_per_epoch = max(1, len(self.train_loader) // settings.accumulate)
+        self.steps_per_epoch = len(self.train_loader) // settings.accumulate
+        # an epoch's leftover len % accumulate micro-batches are not run (see train_batches)
+        self.batches_per_epoch = self.steps_per_epoch * settings.accumulate
         self.total_steps = settings.max_steps or self.steps_per_epoch * settings.max_epochs
         self.optimizer = optimizer(self.model.parameters())
         self.scheduler = scheduler(self.optimizer, total_steps=self.total_steps)
@@ -94,12 +96,15 @@ class Trainer:
             self.train_ds, batch_size=s.batch_size, sampler=self.train_sampler, drop_last=True,
             generator=loader_generator(s.seed), num_workers=s.num_workers, pin_memory=self.device.type == "cuda",
             collate_fn=pad_collate, persistent_workers=False, worker_init_fn=quiet_worker if s.num_workers else None)
-        self.batches_per_epoch = len(self.train_loader)
         self.val_loader = eval_loader(self.val_ds, s.val_batch_size, s.num_workers, self.device, info.rank,
                                       info.world_size)
         if len(self.train_loader) == 0:
             raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {len(self.train_ds)} training "
                               f"images (per process); lower dataset.batch_size")
+        if len(self.train_loader) < s.accumulate:
+            raise ConfigError(f"trainer.accumulate_grad_batches={s.accumulate} needs that many micro-batches per epoch "
+                              f"but an epoch has {len(self.train_loader)} (per process); lower "
+                              f"trainer.accumulate_grad_batches or dataset.batch_size")
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.rt.channels_last:
@@ -168,7 +173,7 @@ class Trainer:
 
         n0, t0 = len(st.losses), time.perf_counter()
         train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
-                      self.scaler, step_cfg, st, on_step)
+                      self.scaler, step_cfg, st, on_step, max_batches=self.batches_per_epoch - st.batch_in_epoch)
         bar.close()
         if self.dist.is_main and len(st.losses) > n0:
             dt = time.perf_counter() - t0
