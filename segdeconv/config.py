@@ -82,8 +82,21 @@ def _interpolation_source(node: DictConfig, full_key: str, key: str) -> str:
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
-    """Instantiate ``cfg.model`` on ``device`` (reading ``model.encoder.weights`` if set)."""
-    return model_from_config(cfg.model, "model", pretrained=True).to(device)
+    """Instantiate ``cfg.model`` on ``device`` (reading ``model.encoder.weights`` if set), then, with
+    ``model.init_from=<checkpoint>``, load that checkpoint's weights (only the weights: a new run; e.g.
+    DeconvNet's stage 2 starting from stage 1, Noh et al. 2015 §4.1)."""
+    if OmegaConf.is_missing(cfg.model, "init_from"):
+        raise ConfigError("model.init_from is required but not set; pass model.init_from=<checkpoint> "
+                          "(e.g. stage 1's checkpoints/last.pt)")
+    model = model_from_config(cfg.model, "model", pretrained=True)
+    init_from = cfg.model.get("init_from")
+    if init_from:
+        from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
+
+        ckpt = load_checkpoint(str(init_from), key="model.init_from")
+        load_model_state(model, ckpt["model"], f"model.init_from={init_from}")
+        log.info("model weights from %s (step %s)", init_from, ckpt.get("step"))
+    return model.to(device)
 
 
 def dataset_classes(cfg: DictConfig, *datasets: Any) -> None:
@@ -150,8 +163,9 @@ def model_from_config(model_cfg: Any, where: str = "model", pretrained: bool = F
     ``pretrained=False`` (rebuilding a trained model): an ``encoder.weights`` ImageNet file is never
     re-read, the checkpoint holds every weight."""
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))  # a free, resolved copy
+    node.pop("init_from", None)  # a training-time instruction, not a constructor argument
     if not pretrained and "encoder" in node and isinstance(node.encoder, DictConfig) and "weights" in node.encoder:
-        node = node.copy()
         node.encoder.weights = None
     model = instantiate_node(node, where)
     if not isinstance(model, nn.Module):

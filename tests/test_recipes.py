@@ -2,6 +2,7 @@
 2 steps (debug=default) on generated data."""
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import CONF, compose_cfg
 from data_helpers import make_camvid, make_voc
@@ -25,24 +26,48 @@ def test_expected_recipes_exist():
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("recipe_data")
-    return {"camvid": make_camvid(base / "camvid", n=12, size=(96, 128)), "voc": make_voc(base / "voc", n=24)}
+    return {"camvid": make_camvid(base / "camvid", n=12, size=(96, 128)), "voc": make_voc(base / "voc", n=64)}
+
+
+def overrides(experiment: str, roots: dict, stage1=None) -> list[str]:
+    """What makes ``experiment`` run on the generated data at smoke-test cost."""
+    cfg = compose_cfg([f"experiment={experiment}"])
+    name, model = cfg.dataset.name, cfg.model._target_.rsplit(".", 1)[1]
+    key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[model]
+    extra = SHRINK[key] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false"]
+    extra += ["dataset.val_min_size=256"] if name == "voc" else ["dataset.image_size=[96,128]"]
+    if "object_crops" in str(cfg.dataset.train.get("_target_")):
+        extra += ["dataset.train.min_area=1", "dataset.train.box_scale=8"]  # make_voc's masks are pixel noise
+    if OmegaConf.is_missing(cfg.model, "init_from") and stage1 is not None:
+        extra.append(f"model.init_from={stage1}")
+    return extra
+
+
+@pytest.fixture(scope="module")
+def stage1(roots, tmp_path_factory):
+    """A shrunk DeconvNet stage-1 checkpoint for the stage-2 recipe's model.init_from."""
+    out = tmp_path_factory.mktemp("stage1")
+    fit(compose_cfg(["experiment=voc_deconvnet_stage1", "debug=default", f"output_dir={out}",
+                     *overrides("voc_deconvnet_stage1", roots)]))
+    return out / "checkpoints" / "last.pt"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_recipe_runs_in_debug_mode(experiment, roots, tmp_path):
-    cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={tmp_path}"])
-    name = cfg.dataset.name
-    model = cfg.model._target_.rsplit(".", 1)[1]
-    key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[model]
-    extra = SHRINK[key] + [f"dataset.root={roots[name]}"]
-    if name == "voc":
-        extra.append("dataset.val_min_size=256")
-    if name == "camvid":
-        extra.append("dataset.image_size=[96,128]")
-    cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={tmp_path}", *extra])
+def test_recipe_runs_in_debug_mode(experiment, roots, stage1, tmp_path):
+    cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={tmp_path}",
+                       *overrides(experiment, roots, stage1)])
     metrics = fit(cfg)
     assert 0.0 <= metrics["mIoU"] <= 1.0
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_stage2_without_a_stage1_checkpoint_names_the_key(roots, tmp_path):
+    from segdeconv.errors import ConfigError
+
+    cfg = compose_cfg(["experiment=voc_deconvnet_stage2", "debug=default", f"output_dir={tmp_path}",
+                       *overrides("voc_deconvnet_stage2", roots)])
+    with pytest.raises(ConfigError, match="model.init_from is required"):
+        fit(cfg)
 
 
 # What each recipe promises (its YAML comments and README): optimizer, lr, accumulation, loss.
@@ -57,6 +82,10 @@ PROMISES = {
                           weights=None),
     "voc_segnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=1, batch=16, normalize="weight",
                        weights=None),
+    "voc_deconvnet_stage1": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
+                                 normalize="weight", weights=None),
+    "voc_deconvnet_stage2": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
+                                 normalize="weight", weights=None),
 }
 
 
@@ -65,16 +94,10 @@ def test_every_recipe_has_its_promises_listed():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, tmp_path):
+def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, stage1, tmp_path):
     p = PROMISES[experiment]
-    base = compose_cfg([f"experiment={experiment}"])
-    key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[
-        base.model._target_.rsplit(".", 1)[1]]
-    name = base.dataset.name
-    extra = SHRINK[key] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false",
-                           f"output_dir={tmp_path}"]
-    extra += ["dataset.val_min_size=256"] if name == "voc" else ["dataset.image_size=[96,128]"]
-    tr = build_trainer(compose_cfg([f"experiment={experiment}", *extra]))
+    tr = build_trainer(compose_cfg([f"experiment={experiment}", f"output_dir={tmp_path}",
+                                    *overrides(experiment, roots, stage1)]))
     group = tr.optimizer.param_groups[0]
     assert type(tr.optimizer).__name__ == p["opt"]
     assert group["initial_lr"] == pytest.approx(p["lr"]) and group["weight_decay"] == pytest.approx(p["wd"])
@@ -99,5 +122,8 @@ def test_accumulation_takes_one_optimizer_step_per_k_micro_batches(roots, tmp_pa
                        "trainer.max_steps=1", "trainer.progress=false", "trainer.limit_val_images=1",
                        f"output_dir={tmp_path}"])
     tr = build_trainer(cfg)
+    calls = []
+    inner = tr.criterion
+    tr.criterion = lambda logits, target: calls.append(1) or inner(logits, target)
     tr.fit()
-    assert tr.state.step == 1 and tr.state.batch_in_epoch == 8
+    assert tr.state.step == 1 and len(calls) == 8  # 12 micro-batches in the epoch, one step of 8 taken
