@@ -10,7 +10,7 @@ from PIL import Image
 
 from data_helpers import CAMVID, dataset_cfg, make_camvid, needs, rand_image, write_png
 from segdeconv.data.camvid import CLASS_NAMES, GROUP_11, PALETTE, CamVid
-from segdeconv.errors import ConfigError
+from segdeconv.errors import ConfigError, DataError
 
 real = needs(CAMVID)
 
@@ -125,3 +125,130 @@ def test_segnet_layout_rejects_32_classes(tmp_path: Path) -> None:
     make_camvid(tmp_path)
     with pytest.raises(ConfigError, match="11 classes"):
         CamVid(tmp_path, "train", num_classes=32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Split schemes: standard | proxy (hold a whole sequence out) | trainval
+# ----------------------------------------------------------------------------------------------
+# The real lists' shape in miniature: val is all from 0016E5, which train also has.
+SEQ_TRAIN = {"0001TP": 2, "0006R0": 3, "0016E5": 4}
+SEQ_VAL = {"0016E5": 2}
+
+
+def make_sequences(root: Path, train: dict[str, int] = SEQ_TRAIN, val: dict[str, int] = SEQ_VAL,
+                   extra_val: tuple[str, ...] = ()) -> Path:
+    """SegNet-layout CamVid whose frames are named ``<sequence>_<frame>.png`` (val frames numbered
+    after train's), with list files; ``extra_val`` adds those train file names to val.txt too."""
+    rng = np.random.default_rng(0)
+    offset = {"train": 0, "val": 100}
+    for split, seqs in (("train", train), ("val", val)):
+        names = [f"{seq}_{offset[split] + k:05d}.png" for seq, n in seqs.items() for k in range(n)]
+        for name in names:
+            write_png(root / split / name, rand_image(4, 6))
+            write_png(root / f"{split}annot" / name, rng.integers(0, 12, (4, 6)))
+        listed = [f"{split}/{n} {split}annot/{n}" for n in names]
+        listed += [f"train/{n} trainannot/{n}" for n in extra_val] if split == "val" else []
+        (root / f"{split}.txt").write_text("\n".join(listed) + "\n")
+    return root
+
+
+def names(ds: CamVid) -> set[str]:
+    return {p.name for p in ds.image_paths}
+
+
+def test_standard_scheme_keeps_the_published_lists(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    train, val = CamVid(tmp_path, "train"), CamVid(tmp_path, "val")
+    assert train.sequence_counts == SEQ_TRAIN and val.sequence_counts == SEQ_VAL
+    assert [p.name for p in train.image_paths] == [ln.split()[0].split("/")[1] for ln in
+                                                   (tmp_path / "train.txt").read_text().splitlines()]
+    assert len(CamVid(tmp_path, "trainval", split_scheme="standard")) == 11
+
+
+def test_proxy_scheme_validates_on_the_held_out_sequence_only(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    train, val = (CamVid(tmp_path, s, split_scheme="proxy") for s in ("train", "val"))
+    assert train.sequence_counts == {"0001TP": 2, "0016E5": 6}  # the val frames of 0016E5 train too
+    assert val.sequence_counts == {"0006R0": 3}
+    assert not names(train) & names(val) and len(names(train) | names(val)) == 11
+    assert all(m.name == i.name and m.parent.name.endswith("annot")
+               for i, m in zip(train.image_paths, train.mask_paths))
+    other = CamVid(tmp_path, "val", split_scheme="proxy", holdout_sequence="0016E5")
+    assert other.sequence_counts == {"0016E5": 6}
+
+
+def test_trainval_scheme_trains_on_train_and_val_and_validates_on_val(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    train, val = (CamVid(tmp_path, s, split_scheme="trainval") for s in ("train", "val"))
+    assert len(train) == 11 and names(val) <= names(train) and val.sequence_counts == SEQ_VAL
+
+
+def test_unknown_holdout_sequence_names_the_sequences_present(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    with pytest.raises(ConfigError, match=r"holdout_sequence='Seq05VD'.*use one of 0001TP, 0006R0, 0016E5"):
+        CamVid(tmp_path, "val", split_scheme="proxy", holdout_sequence="Seq05VD")
+
+
+def test_proxy_with_a_single_sequence_is_refused(tmp_path: Path) -> None:
+    make_sequences(tmp_path, train={"0016E5": 2}, val={"0016E5": 1})
+    with pytest.raises(ConfigError, match="at least two sequences"):
+        CamVid(tmp_path, "train", split_scheme="proxy", holdout_sequence="0016E5")
+
+
+def test_unknown_split_scheme_is_a_config_error(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    with pytest.raises(ConfigError, match="split_scheme='holdout'.*standard, proxy, trainval"):
+        CamVid(tmp_path, "train", split_scheme="holdout")
+
+
+def test_proxy_refuses_frames_without_a_sequence_prefix(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    write_png(tmp_path / "train" / "frame7.png", rand_image(4, 6))
+    write_png(tmp_path / "trainannot" / "frame7.png", np.zeros((4, 6)))
+    with (tmp_path / "train.txt").open("a") as f:
+        f.write("train/frame7.png trainannot/frame7.png\n")
+    with pytest.raises(DataError, match="frame7.png: has no '<sequence>_' prefix"):
+        CamVid(tmp_path, "val", split_scheme="proxy")
+
+
+@pytest.mark.parametrize("scheme", ["standard", "proxy", "trainval"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_frame_listed_in_train_and_val_is_refused(tmp_path: Path, scheme: str, split: str) -> None:
+    make_sequences(tmp_path, extra_val=("0001TP_00001.png",))
+    with pytest.raises(DataError, match="1 frames are listed in both train and val \\(e.g. 0001TP_00001.png\\)"):
+        CamVid(tmp_path, split, split_scheme=scheme)
+
+
+def test_test_split_is_the_same_under_every_scheme(tmp_path: Path) -> None:
+    make_sequences(tmp_path)
+    make_camvid(tmp_path, splits=("test",), n=3)
+    got = {s: [p.name for p in CamVid(tmp_path, "test", split_scheme=s).image_paths]
+           for s in ("standard", "proxy", "trainval")}
+    assert got["standard"] == got["proxy"] == got["trainval"] and len(got["proxy"]) == 3
+
+
+def test_stored_val_node_keeps_the_scheme_in_split_dataset(tmp_path: Path) -> None:
+    """evaluate.py split=val of a proxy-trained checkpoint evaluates the held-out sequence."""
+    from omegaconf import OmegaConf
+
+    from segdeconv.config import split_dataset
+
+    make_sequences(tmp_path)
+    cfg = dataset_cfg("camvid", tmp_path, split_scheme="proxy", image_size=[4, 6])
+    stored = OmegaConf.to_container(cfg.dataset, resolve=True)  # as the trainer stores it
+    assert stored["val"]["split_scheme"] == "proxy" and stored["train"]["holdout_sequence"] == "0006R0"
+    assert split_dataset(stored, None, "val").sequence_counts == {"0006R0": 3}
+    assert split_dataset(stored, None, "train").sequence_counts == {"0001TP": 2, "0016E5": 6}
+
+
+@real
+def test_real_counts_per_split_scheme() -> None:
+    def counts(scheme: str, split: str) -> dict[str, int]:
+        return CamVid(CAMVID, split, split_scheme=scheme).sequence_counts
+
+    assert counts("standard", "train") == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
+    assert counts("standard", "val") == {"0016E5": 101}
+    assert counts("proxy", "train") == {"0001TP": 62, "0016E5": 305}  # 204 train + 101 val frames
+    assert counts("proxy", "val") == {"0006R0": 101}
+    assert counts("trainval", "train") == {"0001TP": 62, "0006R0": 101, "0016E5": 305}
+    assert counts("trainval", "val") == {"0016E5": 101}

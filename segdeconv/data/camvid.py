@@ -18,19 +18,35 @@ to the SegNet classes (:data:`GROUP_11`), ``32`` keeps every row (Void included 
 
 ``label_format="auto"`` picks ``segnet`` when ``*annot/`` folders exist, else ``rgb`` when a class
 table exists. Splits: train (367), val (101), test (233), trainval (= train + val).
+
+``split_scheme`` decides which frames ``train`` and ``val`` hold (``test`` and ``trainval`` never
+change). CamVid frames come from video sequences named by the file-name prefix before the first
+``_`` (``0016E5_07959.png``); in the SegNet lists every val frame is from 0016E5, which also gives
+204 of the 367 train frames, so val mIoU rewards memory of a scene:
+
+* ``standard`` — the published lists (val shares its sequence with train);
+* ``proxy`` — train = every train+val frame *not* from ``holdout_sequence``, val = that
+  sequence's frames: an estimate of accuracy on an unseen scene (as the test split is);
+* ``trainval`` — train = train + val (the usual recipe for test-set numbers), val = val, which is
+  then seen in training: a sanity check only.
+
+A frame listed in both train and val is refused under every scheme.
 """
 from __future__ import annotations
 
 import csv
+import logging
+from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
 from segdeconv.data.base import SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask, rgb_to_ids
-from segdeconv.errors import data_error
-from segdeconv.errors import ConfigError
+from segdeconv.errors import ConfigError, data_error
+
+log = logging.getLogger("segdeconv")
 
 CLASS_NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                "Car", "Pedestrian", "Bicyclist"]
@@ -61,6 +77,33 @@ CLASS_TABLES = ("class_dict.csv", "label_colors.txt")
 LAYOUT = ("expected root/<split>/*.png + root/<split>annot/*.png + root/<split>.txt (SegNet "
           "layout), or root/<split>/ + root/<split>_labels/ + class_dict.csv (colour labels); "
           "see data/README.md#camvid")
+SPLIT_SCHEMES = ("standard", "proxy", "trainval")
+HOLDOUT_SEQUENCE = "0006R0"  # the train-only sequence (101 frames) the proxy scheme validates on
+Pairs = tuple[list[Path], list[Path]]
+
+
+def sequence_of(path: Path) -> str:
+    """The video sequence of a CamVid frame: its file-name prefix before the first ``_``."""
+    return path.name.split("_", 1)[0]
+
+
+def sequence_counts(paths: Sequence[Path]) -> dict[str, int]:
+    """Frames per sequence, in name order: ``{"0001TP": 62, ...}``."""
+    return dict(sorted(Counter(sequence_of(p) for p in paths).items()))
+
+
+def _concat(*parts: Pairs) -> Pairs:
+    return [i for p in parts for i in p[0]], [m for p in parts for m in p[1]]
+
+
+def _refuse_overlap(train: Pairs, val: Pairs, root: Path) -> None:
+    """A frame (by file name) in both the train and the val list would be validated on after
+    training on it; refuse it. (Private until data/base.py has the shared helper.)"""
+    both = sorted({p.name for p in train[0]} & {p.name for p in val[0]})
+    if both:
+        raise data_error(root, f"{len(both)} frames are listed in both train and val (e.g. {both[0]})",
+                         "remove each from one of the two lists (or folders): validating on training "
+                         "frames overstates the scores")
 
 
 def read_class_table(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
@@ -120,8 +163,13 @@ class CamVid(SegmentationDataset):
                  transform: Optional[JointTransform] = None, num_classes: int = 11,
                  label_format: str = "auto", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, check: bool = True,
-                 skip_missing: bool = False) -> None:
+                 skip_missing: bool = False, split_scheme: str = "standard",
+                 holdout_sequence: str = HOLDOUT_SEQUENCE) -> None:
+        if split_scheme not in SPLIT_SCHEMES:
+            raise ConfigError(f"dataset.split_scheme={split_scheme!r} is unknown; use one of "
+                              f"{', '.join(SPLIT_SCHEMES)} (data/README.md#camvid-splits)")
         super().__init__(root, split, transform, IGNORE_INDEX, mean, std)
+        self.split_scheme, self.holdout_sequence = split_scheme, str(holdout_sequence)
         self.label_format = self._detect_format(label_format)
         if self.label_format == "segnet":
             if num_classes != 11:
@@ -135,12 +183,47 @@ class CamVid(SegmentationDataset):
             self.class_names, self.palette, self.colors, self.lut = camvid32_classes(
                 read_class_table(table), num_classes, table, self.ignore_index)
             pairs = self._rgb_pairs
-        images: list[Path] = []
-        masks: list[Path] = []
-        for s in self.subsplits():
-            i, m = pairs(s)
-            images, masks = images + i, masks + m
-        self._set_pairs(images, masks, check, skip_missing)
+        self._set_pairs(*self._select(pairs), check, skip_missing)
+        log.info("CamVid %s (%s scheme): %d frames, per sequence %s", split, split_scheme, len(self),
+                 self.sequence_counts)
+
+    @property
+    def sequence_counts(self) -> dict[str, int]:
+        """Frames of this split per video sequence (file-name prefix)."""
+        return sequence_counts(self.image_paths)
+
+    def _present(self, split: str) -> bool:
+        return (self.root / f"{split}.txt").is_file() or (self.root / split).is_dir()
+
+    def _select(self, pairs: Callable[[str], Pairs]) -> Pairs:
+        """The (image, mask) paths of ``self.split`` under ``self.split_scheme``."""
+        if self.split == "test":
+            return pairs("test")
+        if self.split_scheme == "standard" and not (self._present("train") and self._present("val")):
+            return _concat(*(pairs(s) for s in self.subsplits()))  # one list alone: nothing to compare
+        train, val = pairs("train"), pairs("val")
+        _refuse_overlap(train, val, self.root)
+        if self.split == "trainval" or (self.split_scheme == "trainval" and self.split == "train"):
+            return _concat(train, val)
+        if self.split_scheme != "proxy":
+            return train if self.split == "train" else val
+        return self._holdout(_concat(train, val))
+
+    def _holdout(self, pool: Pairs) -> Pairs:
+        """Proxy scheme: ``val`` = the frames of ``holdout_sequence``, ``train`` = all the others."""
+        unnamed = [p for p in pool[0] if "_" not in p.name]
+        if unnamed:
+            raise data_error(unnamed[0], "has no '<sequence>_' prefix, so its video sequence is unknown",
+                             "keep the CamVid file names (e.g. 0016E5_07959.png) for "
+                             "dataset.split_scheme=proxy, or use split_scheme=standard")
+        present = sequence_counts(pool[0])
+        if self.holdout_sequence not in present or len(present) < 2:
+            fix = (f"use one of {', '.join(present)}" if len(present) > 1 else "it needs frames of at "
+                   "least two sequences; use dataset.split_scheme=standard")
+            raise ConfigError(f"dataset.holdout_sequence={self.holdout_sequence!r}: the train+val "
+                              f"frames under {self.root} come from {dict(present)}; {fix}")
+        keep = [(sequence_of(i) == self.holdout_sequence) == (self.split == "val") for i in pool[0]]
+        return ([i for i, k in zip(pool[0], keep) if k], [m for m, k in zip(pool[1], keep) if k])
 
     def _class_table(self) -> Path:
         return next((self.root / n for n in CLASS_TABLES if (self.root / n).is_file()),
