@@ -97,3 +97,69 @@ def make_voc(root: Path, n: int = 3, size: tuple[int, int] = (240, 260)) -> Path
     _mkdir(root / "lists")
     (root / "lists" / "train_aug.txt").write_text("\n".join(ids["train"]) + "\n")
     return root
+
+
+def make_cityscapes(root: Path, splits: Sequence[str] = ("train", "val"), n: int = 2,
+                    size: tuple[int, int] = (32, 64), mode: str = "fine",
+                    cities: Sequence[str] = ("aachen", "bremen")) -> Path:
+    """``leftImg8bit/<split>/<city>/<city>_000000_<k>_leftImg8bit.png`` + ``gt<Mode>/…_labelIds.png``
+    (label ids 0..33), ``n`` frames per split spread over ``cities``."""
+    gt = {"fine": "gtFine", "coarse": "gtCoarse"}[mode]
+    rng = np.random.default_rng(2)
+    for s in splits:
+        for k in range(n):
+            city = cities[k % len(cities)]
+            stem = f"{city}_000000_{k:06d}"
+            img = _mkdir(root / "leftImg8bit" / s / city) / f"{stem}_leftImg8bit.png"
+            Image.fromarray(rand_image(*size, seed=k)).save(img)
+            write_png(root / gt / s / city / f"{stem}_{gt}_labelIds.png", rng.integers(0, 34, size))
+    return root
+
+
+def make_ade20k(root: Path, splits: Sequence[str] = ("training", "validation"), n: int = 2,
+                size: tuple[int, int] = (32, 64)) -> Path:
+    """ADEChallengeData2016 layout in ``root``: ``images/<folder>/ADE_*.jpg`` + ``annotations/…png``
+    (labels 0..150)."""
+    rng = np.random.default_rng(3)
+    for folder in splits:
+        tag = "train" if folder == "training" else "val"
+        for k in range(n):
+            stem = f"ADE_{tag}_{k + 1:08d}"
+            Image.fromarray(rand_image(*size, seed=k)).save(_mkdir(root / "images" / folder) / f"{stem}.jpg")
+            write_png(root / "annotations" / folder / f"{stem}.png", rng.integers(0, 151, size))
+    return root
+
+
+def make_sunrgbd(root: Path, n: int = 2, size: tuple[int, int] = (32, 64), layout: str = "download") -> Path:
+    """SUN RGB-D with ``n`` train and ``n`` test images (labels 0..37): the sunrgbd-meta-data downloads
+    (``layout="download"``: labels numbered test first, train from 5051) or ``image/`` + ``label37/``."""
+    rng = np.random.default_rng(4)
+    for split, offset in (("train", 5050), ("test", 0)):
+        for k in range(1, n + 1):
+            if layout == "download":
+                img = _mkdir(root / f"SUNRGBD-{split}_images") / f"img-{k:06d}.jpg"
+                label = root / "sunrgbd_train_test_labels" / f"img-{k + offset:06d}.png"
+            else:
+                img = _mkdir(root / "image" / split) / f"img-{k:06d}.jpg"
+                label = root / "label37" / split / f"img-{k:06d}.png"
+            Image.fromarray(rand_image(*size, seed=k)).save(img)
+            write_png(label, rng.integers(0, 38, size))
+    return root
+
+
+def check_data_cli(name: str, root: Path, run_dir: Path) -> Any:
+    """``python check_data.py dataset=<name> dataset.root=<root>`` (train and val splits), completed."""
+    from cli_helpers import run_cli
+
+    return run_cli("check_data.py", [f"dataset={name}", f"dataset.root={root}", f"hydra.run.dir={run_dir}"])
+
+
+def smoke_train(experiment: str, root: Path, out: Path, *extra: str) -> dict:
+    """Two optimizer steps of ``experiment`` with ``debug=default`` on ``root`` at 1/8 width, fp32."""
+    from conftest import compose_cfg
+    from segdeconv.tasks.train import fit
+
+    cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={out}",
+                       f"dataset.root={root}", "model.encoder.width=0.125", "trainer.precision=fp32", *extra])
+    assert cfg.trainer.max_steps == 2 and cfg.dataset.num_workers == 0
+    return fit(cfg)
