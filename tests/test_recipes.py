@@ -5,8 +5,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_cfg
-from data_helpers import make_camvid, make_voc
+from data_helpers import make_ade20k, make_camvid, make_cityscapes, make_sunrgbd, make_voc
 from segdeconv.data.balance import SEGNET_TUTORIAL_CAMVID_WEIGHTS, median_frequency_weights
+from segdeconv.data.sunrgbd import SEGNET_TUTORIAL_SUN_WEIGHTS
 from segdeconv.losses import CrossEntropy
 from segdeconv.tasks.train import build_trainer, fit
 
@@ -20,13 +21,21 @@ SHRINK = {
 
 
 def test_expected_recipes_exist():
-    assert {"camvid_segnet_cpu", "camvid_segnet", "camvid_segnet_basic", "voc_deconvnet", "voc_segnet"} <= set(EXPERIMENTS)
+    assert {"camvid_segnet_cpu", "camvid_segnet", "camvid_segnet_basic", "voc_deconvnet", "voc_segnet",
+            "voc_deconvnet_stage1", "voc_deconvnet_stage2", "cityscapes_segnet", "ade20k_segnet",
+            "sunrgbd_segnet"} <= set(EXPERIMENTS)
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("recipe_data")
-    return {"camvid": make_camvid(base / "camvid", n=12, size=(96, 128)), "voc": make_voc(base / "voc", n=64)}
+    return {"camvid": make_camvid(base / "camvid", n=12, size=(96, 128)), "voc": make_voc(base / "voc", n=64),
+            "cityscapes": make_cityscapes(base / "cityscapes", n=8), "ade20k": make_ade20k(base / "ade20k", n=16),
+            "sunrgbd": make_sunrgbd(base / "sunrgbd", n=8)}
+
+
+# smoke-run input sizes (H, W) of the datasets whose recipes resize to a fixed size
+SIZES = {"camvid": "[96,128]", "cityscapes": "[64,128]", "ade20k": "[64,64]", "sunrgbd": "[64,96]"}
 
 
 def overrides(experiment: str, roots: dict, stage1=None) -> list[str]:
@@ -35,7 +44,8 @@ def overrides(experiment: str, roots: dict, stage1=None) -> list[str]:
     name, model = cfg.dataset.name, cfg.model._target_.rsplit(".", 1)[1]
     key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[model]
     extra = SHRINK[key] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false"]
-    extra += ["dataset.val_min_size=256"] if name == "voc" else ["dataset.image_size=[96,128]"]
+    extra += ["dataset.val_min_size=256"] if name == "voc" else []
+    extra += [f"dataset.image_size={SIZES[name]}"] if name in SIZES else []
     if "object_crops" in str(cfg.dataset.train.get("_target_")):
         extra += ["dataset.train.min_area=1", "dataset.train.box_scale=8"]  # make_voc's masks are pixel noise
     if OmegaConf.is_missing(cfg.model, "init_from") and stage1 is not None:
@@ -82,6 +92,12 @@ PROMISES = {
                           weights=None),
     "voc_segnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=1, batch=16, normalize="weight",
                        weights=None),
+    "cityscapes_segnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=1, batch=8, normalize="weight",
+                              weights=None),
+    "ade20k_segnet": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=1, batch=16, normalize="weight",
+                          weights=None),
+    "sunrgbd_segnet": dict(opt="SGD", lr=1e-3, wd=5e-4, momentum=0.9, accumulate=1, batch=4, normalize="valid",
+                           weights=(SEGNET_TUTORIAL_SUN_WEIGHTS, 1.0)),
     "voc_deconvnet_stage1": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
                                  normalize="weight", weights=None),
     "voc_deconvnet_stage2": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
@@ -111,6 +127,7 @@ def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, st
     else:
         spec, power = p["weights"]
         expected = (torch.tensor(SEGNET_TUTORIAL_CAMVID_WEIGHTS) if spec == "segnet_tutorial"
+                    else torch.tensor(spec) if isinstance(spec, tuple)
                     else torch.as_tensor(median_frequency_weights(tr.train_ds.dataset)).float() ** power)
         assert torch.allclose(got.cpu().float(), expected.float(), rtol=1e-5)
 
