@@ -211,7 +211,7 @@ def test_mc_with_tta_or_window_is_refused():
     assert isinstance(make_predict_fn({"flip": False, "scales": [1.0]}, {"window": None}, None, 4), MCDropout)
 
 
-def test_mc_on_a_model_without_dropout_is_refused(bayes_ckpt, tmp_path):
+def test_mc_without_dropout_layers_and_uncertainty_without_mc_are_refused(bayes_ckpt, tmp_path):
     with pytest.raises(ConfigError, match="the model is a SegNet without dropout"):
         Predictor(segnet_basic(5, width=0.125), NAMES, PALETTE, torch.device("cpu"), mc_samples=2)
     ckpt = load_checkpoint(bayes_ckpt)
