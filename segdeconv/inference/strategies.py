@@ -6,6 +6,8 @@ Every strategy is a ``predict(model, images) -> logits`` function (the hook of
 - :func:`sliding_window`: tiles of ``window`` every ``stride`` pixels, softmax probabilities
   blended with Gaussian or uniform weights (for images larger than the training crops).
 - :func:`tta`: horizontal flip and multi-scale views, softmax probabilities averaged.
+- :class:`~segdeconv.inference.montecarlo.MCDropout`: Monte-Carlo dropout (Bayesian SegNet), the
+  mean softmax of seeded stochastic passes (``mc_samples``; runs alone, not combined with the others).
 
 Where several predictions are blended the result is ``log(mean probability)``: its argmax is the
 argmax of the averaged probabilities and its softmax gives them back. A single view (scale 1.0,
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
+from segdeconv.inference.montecarlo import mc_predict_fn
 
 PredictFn = Callable[[nn.Module, Tensor], Tensor]
 BLENDS = ("gaussian", "uniform")
@@ -166,31 +169,46 @@ def tta(model: nn.Module, images: Tensor, flip: bool = False, scales: Sequence[f
     return (total / len(views)).clamp_min_(1e-12).log_()
 
 
-def make_predict_fn(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any = None) -> Optional[PredictFn]:
+def _crf_on(crf_cfg: Any) -> bool:
+    return bool(crf_cfg is not None and crf_cfg.get("enabled", False))
+
+
+def make_predict_fn(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any = None,
+                    mc_samples: Any = None, mc_seed: Any = 0) -> Optional[PredictFn]:
     """The ``predict`` hook for these settings (None when they amount to the plain model).
 
     Composition: sliding windows inside each TTA view; dense CRF (optional) on the final
-    probabilities.
+    probabilities. ``mc_samples`` (Monte-Carlo dropout) runs alone: combined with another strategy it
+    is a ConfigError (the variance map is defined over the samples of one whole-image view).
     """
     t, s = TTAConfig.from_any(tta_cfg), SlidingConfig.from_any(sliding_cfg)
+    if mc_samples is not None:
+        mc = mc_predict_fn(mc_samples, mc_seed)
+        others = [k for k, on in (("tta", not t.trivial), ("sliding.window", s.window is not None),
+                                  ("crf.enabled", _crf_on(crf_cfg))) if on]
+        if others:
+            raise ConfigError(f"mc_samples={mc_samples} cannot be combined with {' / '.join(others)}: "
+                              f"Monte-Carlo dropout runs on the whole image alone; drop mc_samples or "
+                              f"reset {' / '.join(others)} to the defaults")
+        return mc
     fn: Optional[PredictFn] = None
     if s.window is not None:
         fn = partial(sliding_window, window=s.window, stride=s.stride, blend=s.blend)
     if not t.trivial:
         fn = partial(tta, flip=t.flip, scales=t.scales, base=fn or plain)
-    if crf_cfg is not None and crf_cfg.get("enabled", False):
+    if _crf_on(crf_cfg):
         from segdeconv.inference.crf import crf_predict_fn
 
         fn = crf_predict_fn(crf_cfg, fn or plain)
     return fn
 
 
-def describe(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any = None) -> dict:
+def describe(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any = None,
+             mc_samples: Optional[int] = None, mc_seed: int = 0) -> dict:
     """The effective settings as plain data (for metrics.json and logs)."""
     t, s = TTAConfig.from_any(tta_cfg), SlidingConfig.from_any(sliding_cfg)
-    out: dict = {"tta": {"flip": t.flip, "scales": list(t.scales)}, "sliding": None,
-                 "crf": bool(crf_cfg is not None and crf_cfg.get("enabled", False))}
+    out: dict = {"tta": {"flip": t.flip, "scales": list(t.scales)}, "sliding": None, "crf": _crf_on(crf_cfg),
+                 "mc_samples": mc_samples, "mc_seed": mc_seed if mc_samples is not None else None}
     if s.window is not None:
         out["sliding"] = {"window": list(s.window), "stride": list(s.stride), "blend": s.blend}
     return out
-

@@ -1,6 +1,7 @@
 """``evaluate_checkpoint(cfg)``: metrics of a checkpoint on a dataset split, from its own config.
 
-Optional test-time augmentation / sliding windows / CRF (:mod:`segdeconv.inference.strategies`); writes
+Optional test-time augmentation / sliding windows / CRF (:mod:`segdeconv.inference.strategies`) or
+Monte-Carlo dropout (``mc_samples=N``: the mean softmax of a Bayesian SegNet, BatchNorm in eval); writes
 metrics.json, a normalized confusion-matrix PNG, a grid of the worst-IoU images, and all of it to
 TensorBoard (tb/).
 """
@@ -22,6 +23,7 @@ from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
+from segdeconv.inference.montecarlo import require_dropout
 from segdeconv.inference.strategies import describe, make_predict_fn
 from segdeconv.trained import load_trained
 
@@ -30,13 +32,17 @@ log = logging.getLogger("segdeconv")
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json``, figures and ``tb/`` into
-    ``cfg.output_dir``. ``cfg.tta`` / ``cfg.sliding`` / ``cfg.crf`` choose the inference strategy."""
+    ``cfg.output_dir``. ``cfg.tta`` / ``cfg.sliding`` / ``cfg.crf`` / ``cfg.mc_samples`` choose the inference
+    strategy."""
     info = env_info()
     device = resolve_device(cfg.device, info.local_rank)
     info = init_distributed(device)
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)
-    predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"))  # config errors first
+    mc = (cfg.get("mc_samples"), cfg.get("mc_seed", 0))
+    predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc)  # config errors first
+    if mc[0] is not None:
+        require_dropout(trained.model, f"ckpt_path={cfg.ckpt_path}")
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, ckpt_path=cfg.ckpt_path)
     workers = cfg.num_workers if cfg.num_workers is not None else trained.dataset_cfg.get("num_workers", 0)
     loader = eval_loader(dataset, int(cfg.batch_size or trained.val_batch_size), int(workers), device,
@@ -67,7 +73,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         m.update(bf.compute(trained.class_names))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
              precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
-             **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf")))
+             **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc))
     if not info.is_main:
         return m  # only rank 0 writes (its worst-IoU grid covers its own shard)
     out = Path(cfg.output_dir)

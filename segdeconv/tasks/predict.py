@@ -2,7 +2,9 @@
 
 Writes, per input image ``<name>.<ext>``: ``index/<name>.png`` (palette 'P' PNG whose pixel values
 are the class ids, VOC-style; 255 = ignore colour), ``color/<name>.png`` (RGB) and
-``overlay/<name>.png`` (the colours blended over the photo). Sub-folders of the input are
+``overlay/<name>.png`` (the colours blended over the photo); with Monte-Carlo dropout (``mc_samples=N``)
+also ``uncertainty/<name>.png`` (8-bit grayscale, :func:`~segdeconv.inference.montecarlo.uncertainty_image`:
+``uncertainty_map`` = entropy / log C or variance / ((C-1)/C²), × 255). Sub-folders of the input are
 mirrored with ``recursive=true``. Unreadable files are skipped with a warning and listed at the end.
 """
 from __future__ import annotations
@@ -10,19 +12,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
 from segdeconv.errors import UserError
+from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
 from segdeconv.engine.logger import progress
 from segdeconv.palette import palette_array
 
 log = logging.getLogger("segdeconv")
-KINDS = ("index", "color", "overlay")
+KINDS = ("index", "color", "overlay", "uncertainty")
 
 
 def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path]:
@@ -63,12 +66,14 @@ def check_output(out: Path, inputs: Sequence[Path], root: Path, planned: Sequenc
 
 
 def save_prediction(out: Path, name: Path, rgb: np.ndarray, mask: np.ndarray, p: Predictor,
-                    kinds: Sequence[str], alpha: float, lut: np.ndarray) -> None:
-    """Write the requested kinds of ``mask`` under ``out/<kind>/<name>``."""
+                    kinds: Sequence[str], alpha: float, lut: np.ndarray,
+                    uncertainty: Optional[np.ndarray] = None) -> None:
+    """Write the requested kinds of ``mask`` (and the 8-bit ``uncertainty`` map) under ``out/<kind>/<name>``."""
     images = {
         "index": lambda: _palette_png(mask, lut),
         "color": lambda: Image.fromarray(p.colorize(mask)),
         "overlay": lambda: Image.fromarray(p.overlay(rgb, mask, alpha)),
+        "uncertainty": lambda: Image.fromarray(uncertainty, mode="L"),
     }
     for kind in kinds:
         dest = out / kind / name
@@ -82,24 +87,43 @@ def _palette_png(mask: np.ndarray, lut: np.ndarray) -> Image.Image:
     return im
 
 
-def _kinds(save: Any) -> list[str]:
+def _kinds(save: Any, mc: bool) -> list[str]:
+    if save is None:  # the default: every kind this run can make
+        return list(KINDS) if mc else [k for k in KINDS if k != "uncertainty"]
     kinds = [str(k) for k in ([save] if isinstance(save, str) else list(save or []))]
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise UserError(f"save={kinds} must be a non-empty subset of {list(KINDS)}")
+    if "uncertainty" in kinds and not mc:
+        raise UserError("save=[..., uncertainty] needs Monte-Carlo dropout: add mc_samples=N (a Bayesian SegNet "
+                        "checkpoint) or drop uncertainty from save")
     return kinds
+
+
+def _predictions(p: Predictor, sources: Any, batch_size: int, on_error: Any, measure: Optional[str]
+                 ) -> Iterator[tuple[Any, np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+    """``(source, rgb, mask, 8-bit uncertainty map or None)``; the map only when ``measure`` is given."""
+    if measure is None:
+        for src, rgb, mask in p.iter_predict(sources, batch_size, on_error=on_error):
+            yield src, rgb, mask, None
+        return
+    for src, rgb, res in p.iter_uncertainty(sources, batch_size, on_error=on_error):
+        yield src, rgb, res["mask"], uncertainty_image(res, measure)
 
 
 def predict_files(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image of ``cfg.input`` into ``cfg.output`` (see the module docstring)."""
-    kinds = _kinds(cfg.save)
+    mc = cfg.get("mc_samples")
+    kinds = _kinds(cfg.save, mc is not None)
+    measure = check_measure(str(cfg.get("uncertainty_map", "entropy"))) if "uncertainty" in kinds else None
     inputs, root = collect_inputs(str(cfg.input), bool(cfg.recursive))
     out = Path(str(cfg.output)).expanduser()
     names = output_names(inputs, root)
     check_output(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
     p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
                                   cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
-                                  _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)))
+                                  _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)),
+                                  mc, cfg.get("mc_seed", 0))
     if len(p.class_names) > 256:
         raise UserError(f"{len(p.class_names)} classes do not fit an 8-bit index PNG")
     lut, name_of = palette_array(p.palette), dict(zip(inputs, names))
@@ -113,8 +137,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     done = 0
     _quiet_decoder()  # unreadable files get our one-line warning, not OpenCV's decoder log
     bar = progress(inputs, bool(cfg.progress), "predict")
-    for src, rgb, mask in p.iter_predict(bar, int(cfg.batch_size), on_error=skip):
-        save_prediction(out, name_of[src], rgb, mask, p, kinds, float(cfg.alpha), lut)
+    for src, rgb, mask, unc in _predictions(p, bar, int(cfg.batch_size), skip, measure):
+        save_prediction(out, name_of[src], rgb, mask, p, kinds, float(cfg.alpha), lut, unc)
         done += 1
     bar.close()
     if not done:
