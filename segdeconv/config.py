@@ -180,7 +180,8 @@ def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], spli
     * ``dataset=<name>`` on the command line (a composed group with a ``val`` node) replaces the
       checkpoint's dataset; otherwise the checkpoint's own (resolved) dataset is used, with any
       ``dataset.<key>=…`` / ``+dataset.<key>=…`` given merged over it (null values are ignored);
-    * ``root`` (or ``dataset.root=…``) replaces the root of the dataset and of its ``val`` node;
+    * ``root`` (or ``dataset.root=…``) replaces the root of the dataset and of its ``val`` node, and so
+      does every other top-level ``dataset.<key>=…`` the ``val`` node also has (``split_scheme``, …);
     * the deterministic ``val`` node is instantiated with its ``split`` replaced;
     * the class count must be the checkpoint's.
     """
@@ -206,7 +207,11 @@ def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], spli
     root = root or given.get("root")
     if root:
         ds.root = str(root)
-        if "root" in ds.val:
-            ds.val.root = str(root)  # a stored config is resolved: val.root is a copy, not ${dataset.root}
+    if not composed:  # a stored config is resolved: val.root etc. are copies, not ${dataset.root}
+        for key, value in {**overlay, **({"root": str(root)} if root else {})}.items():
+            if key in ds.val and not isinstance(value, dict):
+                ds.val[key] = value  # e.g. dataset.root, dataset.split_scheme, dataset.holdout_sequence
+    elif root and "root" in ds.val:
+        ds.val.root = str(root)
     ds.val.split = split
     return instantiate_node(ds.val, "dataset.val")

@@ -241,6 +241,19 @@ def test_stored_val_node_keeps_the_scheme_in_split_dataset(tmp_path: Path) -> No
     assert split_dataset(stored, None, "train").sequence_counts == {"0001TP": 2, "0016E5": 6}
 
 
+def test_a_scheme_given_at_evaluation_reaches_the_stored_val_node(tmp_path: Path) -> None:
+    """``evaluate.py +dataset.split_scheme=proxy`` on a standard-trained checkpoint scores the held-out sequence."""
+    from omegaconf import OmegaConf
+
+    from segdeconv.config import split_dataset
+
+    make_sequences(tmp_path)
+    stored = OmegaConf.to_container(dataset_cfg("camvid", tmp_path, image_size=[4, 6]).dataset, resolve=True)
+    assert split_dataset(stored, None, "val").sequence_counts == {"0016E5": 2}
+    given = OmegaConf.create({"root": None, "split_scheme": "proxy"})
+    assert split_dataset(stored, given, "val").sequence_counts == {"0006R0": 3}
+
+
 @real
 def test_real_counts_per_split_scheme() -> None:
     def counts(scheme: str, split: str) -> dict[str, int]:
