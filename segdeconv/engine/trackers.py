@@ -45,9 +45,9 @@ class MLflowLogger:
 
     Uses :class:`mlflow.tracking.MlflowClient` (no global active run, so sweep jobs in one process stay
     apart). ``tracking_uri=None``: ``$MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///mlflow.db``
-    in the working directory, artifacts in ``./mlruns``; MLflow 3 refuses a plain ``./mlruns`` file store
-    unless ``MLFLOW_ALLOW_FILE_STORE=true``). A resumed run (``purge_step`` set) continues the MLflow run
-    recorded in ``<out_dir>/mlflow_run.json``.
+    in the working directory, artifacts in ``./mlruns``; recent MLflow 3 releases refuse a plain
+    ``./mlruns`` file store unless ``MLFLOW_ALLOW_FILE_STORE=true``). A resumed run (``purge_step`` set)
+    continues the MLflow run recorded in ``<out_dir>/mlflow_run.json``.
     """
 
     _NAME = re.compile(r"[^\w\-. :/]")  # characters MLflow rejects in metric names
