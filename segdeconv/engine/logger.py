@@ -1,4 +1,9 @@
-"""TensorBoard and progress-bar helpers (rank 0 only; other ranks get silent stand-ins)."""
+"""TensorBoard and progress-bar helpers (rank 0 only; other ranks get silent stand-ins).
+
+:func:`finite_scalars`, :func:`metric_scalars` and :func:`image_grid` define what every logger
+records (TensorBoard here; MLflow and Weights & Biases in :mod:`segdeconv.engine.trackers`), so all
+of them show the same names and values.
+"""
 from __future__ import annotations
 
 import math
@@ -48,21 +53,16 @@ class TBLogger:
         self.palette = palette
 
     def scalars(self, values: dict, step: int) -> None:
-        for k, v in values.items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self.writer.add_scalar(k, v, step)
+        for k, v in finite_scalars(values).items():
+            self.writer.add_scalar(k, v, step)
 
     def metrics(self, m: dict, step: int) -> None:
-        self.scalars({f"val/{k}": m[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}, step)
-        self.scalars({f"val_iou/{k}": v for k, v in m["per_class_iou"].items()}, step)
+        self.scalars(metric_scalars(m), step)
 
     def images(self, triples: list, step: int, tag: str = "val/image_label_prediction") -> None:
-        if not triples:
-            return
-        rows = [image_row(img, mask, pred, self.palette) for img, mask, pred in triples]
-        w = max(r.shape[1] for r in rows)
-        rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows]
-        self.writer.add_image(tag, np.concatenate(rows, 0), step, dataformats="HWC")
+        grid = image_grid(triples, self.palette)
+        if grid is not None:
+            self.writer.add_image(tag, grid, step, dataformats="HWC")
 
     def close(self) -> None:
         self.writer.flush()
@@ -73,3 +73,26 @@ def image_row(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, palet
     """One (H, 3W, 3) uint8 row: de-normalized image | coloured label | coloured prediction."""
     img = (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return np.concatenate([img, colorize(mask, palette), colorize(pred, palette)], 1)
+
+
+def finite_scalars(values: dict) -> dict[str, float]:
+    """The int/float entries of ``values`` that are finite (NaN/Inf and non-numbers are not logged)."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def metric_scalars(m: dict, prefix: str = "val") -> dict[str, float]:
+    """Validation metrics as logged scalars: ``val/{mIoU,pixel_acc,mean_acc,fw_iou}`` + ``val_iou/<class>``."""
+    out = {f"{prefix}/{k}": m[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}
+    out.update({f"{prefix}_iou/{k}": v for k, v in m["per_class_iou"].items()})
+    return out
+
+
+def image_grid(triples: list, palette: Sequence[Sequence[int]]) -> np.ndarray | None:
+    """``(image, mask, pred)`` triples as one (H, W, 3) uint8 picture, one :func:`image_row` each; None if empty."""
+    if not triples:
+        return None
+    rows = [image_row(img, mask, pred, palette) for img, mask, pred in triples]
+    w = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, 0)
