@@ -18,29 +18,19 @@ import torch
 
 from cli_helpers import cli_env, tiny
 from conftest import REPO, compose_cfg
-from segdeconv.engine import trainer as trainer_module
 from segdeconv.engine.trackers import Loggers, flatten, logger_spec, open_loggers
 from segdeconv.errors import ConfigError
 
-WIRED = "open_loggers" in Path(trainer_module.__file__).read_text()
-NEEDS_WIRING = pytest.mark.skipif(not WIRED, reason="needs the trainer wiring: in engine/trainer.py fit(), "
-                                  "self.tb = open_loggers(self.config, self.out, self.palette, purge_step=…)")
 PALETTE = [[0, 0, 0], [255, 0, 0]]
 
 
 def train_with_loggers(tmp_path: Path, monkeypatch, loggers: str, *extra: str) -> Path:
     """A 1-epoch tiny training (4 steps, loss logged every step) with ``logger=<loggers>``; its run dir."""
-    from omegaconf import OmegaConf
-
     from segdeconv.tasks.train import fit
 
     out = tmp_path / "run"
     cfg = compose_cfg(tiny(trainer__max_epochs=1, trainer__log_every_steps=1) +
                       [f"logger={loggers}", f"output_dir={out}", *extra])
-    if not WIRED:
-        config = OmegaConf.to_container(cfg, resolve=True)  # what the trainer holds as self.config
-        monkeypatch.setattr(trainer_module, "TBLogger", lambda log_dir, palette, purge_step=None:
-                            open_loggers(config, log_dir.parent, palette, purge_step))
     fit(cfg)
     return out
 
@@ -107,7 +97,6 @@ def test_mlflow_resumed_run_continues_the_same_run_without_relogging_params(tmp_
     assert run.data.params["trainer.resume"] == "None" and run.info.status == "FINISHED"
 
 
-@NEEDS_WIRING
 def test_train_cli_with_mlflow_logger_fills_the_store(tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient

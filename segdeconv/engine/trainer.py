@@ -27,9 +27,10 @@ from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, 
 from segdeconv.engine.checkpoint import prune_step_checkpoints, save_checkpoint, step_checkpoint_path, unwrap
 from segdeconv.engine.distributed import cleanup
 from segdeconv.engine.eval_loop import eval_loader, evaluate
-from segdeconv.engine.logger import TBLogger, progress
+from segdeconv.engine.logger import progress
 from segdeconv.engine.resume import check_same_setup, load_history, restore_state, resume_point
 from segdeconv.engine.rng import capture_rng
+from segdeconv.engine.trackers import Loggers, open_loggers
 from segdeconv.engine.runtime import Runtime
 from segdeconv.engine.step import LoopState, NonFiniteLoss, StepConfig, StopRequest, Throughput, train_batches
 from segdeconv.errors import ConfigError
@@ -87,7 +88,7 @@ class Trainer:
         self.history: list[dict] = []
         self.stop = StopRequest()
         self.train_model = self._wrap(self.model)
-        self.tb: Optional[TBLogger] = None
+        self.tb: Optional[Loggers] = None
 
     def _loaders(self) -> None:
         s, info = self.settings, self.dist
@@ -125,7 +126,8 @@ class Trainer:
         self.resume()
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.tb = TBLogger(self.out / "tb", self.palette, purge_step=self.state.step + 1 if self.state.step else None)
+            self.tb = open_loggers(self.config, self.out, self.palette,  # logger=[tensorboard, mlflow, wandb]
+                                   purge_step=self.state.step + 1 if self.state.step else None)
             log.info(self.rt.describe())
         try:
             with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
