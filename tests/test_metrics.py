@@ -90,3 +90,13 @@ def test_format_table_marks_an_undefined_class_n_a_in_both_columns():
     cm = ConfusionMatrix(2)
     cm.mat = torch.tensor([[3, 0], [0, 0]])
     assert format_table(cm.compute(["road", "sky"])).splitlines()[2].split() == ["sky", "n/a", "n/a"]
+
+
+def test_logged_scalars_include_dice_beside_miou():
+    from segdeconv.engine.logger import metric_scalars
+
+    cm = ConfusionMatrix(2, 255)
+    cm.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
+    scalars = metric_scalars(cm.compute(["bg", "fg"]))
+    assert scalars["val/mean_dice"] == pytest.approx((2 / 3 + 2 / 3) / 2)  # bg: 2·1/(1+2), fg: 2·1/(2+1)
+    assert set(scalars) >= {"val/mIoU", "val_iou/bg", "val_dice/fg"} and "val/bf_score" not in scalars

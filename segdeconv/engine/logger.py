@@ -82,9 +82,12 @@ def finite_scalars(values: dict) -> dict[str, float]:
 
 
 def metric_scalars(m: dict, prefix: str = "val") -> dict[str, float]:
-    """Validation metrics as logged scalars: ``val/{mIoU,pixel_acc,mean_acc,fw_iou}`` + ``val_iou/<class>``."""
-    out = {f"{prefix}/{k}": m[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}
+    """Validation metrics as logged scalars: ``val/{mIoU,mean_dice,pixel_acc,mean_acc,fw_iou,bf_score}`` (those
+    present) + ``val_iou/<class>`` and ``val_dice/<class>``."""
+    keys = ("mIoU", "mean_dice", "pixel_acc", "mean_acc", "fw_iou", "bf_score")
+    out = {f"{prefix}/{k}": m[k] for k in keys if k in m}
     out.update({f"{prefix}_iou/{k}": v for k, v in m["per_class_iou"].items()})
+    out.update({f"{prefix}_dice/{k}": v for k, v in m.get("per_class_dice", {}).items()})
     return out
 
 
