@@ -1,8 +1,9 @@
 """Entry-point glue: run a task, print user mistakes as one line, exit non-zero (no traceback).
 
-Covers the task's own errors (:func:`run_task`) and Hydra's, raised before the task runs (unknown
-config option, misspelled key, unparsable override, unwritable run dir: :func:`install_hydra_error_hook`).
-``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
+Covers the task's own errors (:func:`run_task`, which first range-checks the config) and Hydra's, raised
+before the task runs (unknown config option, misspelled key, unparsable override, unwritable run dir:
+:func:`install_hydra_error_hook`); :class:`RunDirGuard` refuses another run's directory before Hydra
+writes into it. ``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
 
 from hydra.experimental.callback import Callback
@@ -177,18 +179,16 @@ class RunDirGuard(Callback):
         try:
             with read_write(config.hydra), open_dict(config.hydra):
                 _guard_run_dir(config)
-        except UserError as e:
+        except Exception as e:  # Hydra would turn it into a warning and run unguarded
             if _full_error():
                 import traceback
 
                 traceback.print_exc()
-            _fail(first_line(e))
+            _fail(task_error_line(e))
 
 
 def _guard_run_dir(config: Any) -> None:
     """:class:`RunDirGuard`'s checks (``config.hydra`` is writable here)."""
-    from pathlib import Path
-
     from omegaconf import OmegaConf
 
     from segdeconv.engine.distributed import env_info
@@ -222,7 +222,7 @@ def _guard_run_dir(config: Any) -> None:
         config.hydra.output_subdir = None  # recorded by the train task once it owns the run dir
 
 
-def _fresh_dir(run_dir: Any) -> Any:
+def _fresh_dir(run_dir: Path) -> Path:
     """``run_dir`` created now, or ``<run_dir>_2``, ``_3``… when another run took it in the same second."""
     for i in range(1, 1000):
         cand = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}_{i}")

@@ -81,7 +81,7 @@ RANGES: dict[str, Knob] = {
     "trainer.checkpoint_every_steps": _int(1, null=True), "trainer.skip_nonfinite_steps": _int(0),
     "trainer.dist_timeout_s": POSITIVE, "trainer.limit_train_images": _int(1, null=True),
     "trainer.limit_val_images": _int(1, null=True), "trainer.deterministic": FLAG, "trainer.compile": FLAG,
-    "trainer.progress": FLAG, "trainer.sync_bn": FLAG,
+    "trainer.progress": FLAG, "trainer.sync_bn": FLAG, "trainer.allow_val_in_train": FLAG,
     "dataset.batch_size": _int(1), "dataset.val_batch_size": _int(1, null=True), "dataset.num_workers": _int(0),
     "dataset.image_size": _int(1, each=True, length=2, null=True), "dataset.num_classes": _int(1, 255),
     "dataset.ignore_index": _int(0, 255), "dataset.train.length": _int(1), "dataset.val.length": _int(1),

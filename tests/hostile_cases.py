@@ -32,6 +32,8 @@ TRAIN = tuple(tiny(trainer__max_epochs=1))
 FOLDER = ("dataset=folder", "dataset.num_classes=5", "dataset.class_names=[c0,c1,c2,c3,c4]",
           "dataset.image_size=[64,80]", "dataset.batch_size=2", "dataset.num_workers=0", "trainer.max_epochs=1",
           "trainer.progress=false", "model.encoder.width=0.125", "trainer.precision=fp32")
+CAMVID_TINY = ("dataset=camvid", "dataset.image_size=[64,80]", "dataset.batch_size=2", "trainer.max_epochs=1",
+               "trainer.progress=false", "model.encoder.width=0.125")
 RUN, BEST = "{u}/run", "{u}/run/checkpoints/best.pt"
 
 HOSTILE: dict[str, Case] = {
@@ -93,11 +95,18 @@ HOSTILE: dict[str, Case] = {
     "export_tolerance_zero": Case("export.py", (f"ckpt_path={BEST}", "tolerance=0", "output={r}/m.onnx"),
                                   ("tolerance=0", "> 0")),
     "export_opset_too_old": Case("export.py", (f"ckpt_path={BEST}", "opset=7", "output={r}/m.onnx"), ("opset=7", "≥ 11")),
+    "accumulate_more_than_an_epoch": Case("train.py", (*TRAIN, "trainer.accumulate_grad_batches=8", "trainer.max_steps=2"),
+                                          ("trainer.accumulate_grad_batches=8", "4 batches of an epoch")),
     # data: same stem, val inside train, an empty split named
     "folder_two_files_one_stem": Case("train.py", (*FOLDER, "dataset.root={u}/folder_stem"),
                                       ("a.jpg", "a.png", "same stem")),
     "folder_val_entries_in_train": Case("train.py", (*FOLDER, "dataset.root={u}/folder_overlap"),
                                         ("contains 1 images of dataset.val", "b.png")),
+    "camvid_val_split_is_the_train_split": Case("train.py", (*CAMVID_TINY, "dataset.root={u}/camvid_ok",
+                                                             "dataset.val.split=train"),
+                                                ("contains 2 images of dataset.val (split 'train')",)),
+    "camvid_val_list_lists_a_train_image": Case("train.py", (*CAMVID_TINY, "dataset.root={u}/camvid_leak"),
+                                                ("contains 1 images of dataset.val", "train_001.png")),
     "folder_empty_split_names_the_folder": Case("train.py", (*FOLDER, "dataset.root={u}/folder_empty"),
                                                 ("folder_empty/train/images", "no image/mask pairs")),
 }

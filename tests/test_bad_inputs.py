@@ -80,6 +80,9 @@ def make_user_tree(u: Path) -> None:
     for name in ("camvid_empty", "camvid_size", "camvid_label", "camvid_corrupt"):
         shutil.copytree(u / "camvid_ok", u / name)
     (u / "camvid_empty" / "train.txt").write_text("")
+    shutil.copytree(u / "camvid_ok", u / "camvid_leak")
+    with open(u / "camvid_leak" / "val.txt", "a") as f:
+        f.write("train/train_001.png trainannot/train_001.png\n")  # a training image listed for validation
     write_png(u / "camvid_size" / "trainannot" / "train_001.png", np.zeros((10, 16)))
     write_png(u / "camvid_label" / "trainannot" / "train_000.png", np.full((12, 16), 37))
     img = u / "camvid_corrupt" / "train" / "train_001.png"

@@ -133,3 +133,19 @@ def test_check_resume_config_refuses_names_old_and_new_and_returns_warnings() ->
                     "trainer.max_epochs changes from 1 to 3: the resumed run uses the new value"]
     with pytest.raises(CheckpointError, match=r"ck.pt was trained with other options: .*optimizer.lr \(0.002 → nan\)"):
         check_resume_config("ck.pt", was, {**was, "optimizer": {"lr": math.nan}})
+
+
+def test_val_images_in_train_are_refused_unless_allowed_then_warned(tmp_path: Path, caplog) -> None:
+    from conftest import compose_cfg
+    from data_helpers import make_camvid
+    from segdeconv.errors import DataError
+    from segdeconv.tasks.train import build_trainer
+
+    root = make_camvid(tmp_path / "camvid")
+    args = ["dataset=camvid", f"dataset.root={root}", "dataset.val.split=train", "dataset.batch_size=2",
+            "model.encoder.width=0.125", f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(DataError, match=r"contains 2 images of dataset.val \(split 'train'\).*allow_val_in_train"):
+        build_trainer(compose_cfg(args))
+    with caplog.at_level("WARNING", logger="segdeconv"):
+        build_trainer(compose_cfg([*args, "trainer.allow_val_in_train=true"]))
+    assert "trainer.allow_val_in_train=true: dataset.train (split 'train'): contains 2 images" in caplog.text

@@ -108,17 +108,20 @@ class Trainer:
             raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {len(self.train_ds)} training "
                               f"images (per process); lower dataset.batch_size")
 
-    # ------------------------------------------------------------------ run
-    def fit(self, on_start: Optional[Callable[[Optional[Path]], None]] = None) -> dict[str, Any]:
-        """Train to the end (or a stop signal) holding the run directory's lock; returns the last metrics.
 
-        ``on_start(resumed_from)`` runs once the directory is owned and a resume was accepted, before the
-        run writes anything (the train task records its config there)."""
+    # ------------------------------------------------------------------ run
+    def fit(self, on_start: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+        """Train to the end (or a stop signal) holding the run directory's lock; returns the last metrics.
+        ``on_start()`` runs once the directory is owned and a resume was accepted, before the run writes
+        anything (the train task records its config there)."""
+        if self.settings.accumulate > self.batches_per_epoch:  # no step would ever be taken (max_steps: no end)
+            raise ConfigError(f"trainer.accumulate_grad_batches={self.settings.accumulate} is more than the "
+                              f"{self.batches_per_epoch} batches of an epoch; lower it (or dataset.batch_size)")
         with RunLock(self.out, self.dist.is_main):
-            resumed = self.resume()
+            self.resume()
             if self.dist.is_main:
                 if on_start is not None:
-                    on_start(resumed)
+                    on_start()
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.tb = TBLogger(self.out / "tb", self.palette,
                                    purge_step=self.state.step + 1 if self.state.step else None)

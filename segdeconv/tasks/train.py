@@ -7,6 +7,7 @@ resolved from the training masks when asked), ``cfg.optimizer`` / ``cfg.schedule
 """
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import seed_everything
 from segdeconv.engine.runtime import resolve_runtime
 from segdeconv.engine.trainer import Trainer, TrainSettings
+from segdeconv.errors import DataError
+
+log = logging.getLogger("segdeconv")
 
 
 def train_settings(cfg: DictConfig) -> TrainSettings:
@@ -57,13 +61,19 @@ def resume_command(out: Path) -> str:
 
 def datasets(cfg: DictConfig) -> tuple[Any, Any]:
     """Train (seeded per item, optionally cut to ``trainer.limit_train_images``) and val datasets, which
-    may not share images (:func:`~segdeconv.data.base.refuse_overlap`)."""
+    may not share images (:func:`~segdeconv.data.base.refuse_overlap`) unless trainer.allow_val_in_train."""
     t = cfg.trainer
     train = instantiate_node(cfg.dataset.train, "dataset.train")
     val = instantiate_node(cfg.dataset.val, "dataset.val")
-    refuse_overlap({f"dataset.train (split {getattr(train, 'split', None)!r})": getattr(train, "image_paths", []),
-                    f"images of dataset.val (split {getattr(val, 'split', None)!r})": getattr(val, "image_paths", [])},
-                   "give dataset.val.split images that are not trained on (remove them from the train split)")
+    try:
+        refuse_overlap({f"dataset.train (split {getattr(train, 'split', None)!r})": getattr(train, "image_paths", []),
+                        f"images of dataset.val (split {getattr(val, 'split', None)!r})": getattr(val, "image_paths", [])},
+                       "give dataset.val.split images that are not trained on, or (a final model on e.g. VOC "
+                       "trainval, val scores optimistic) trainer.allow_val_in_train=true")
+    except DataError as e:
+        if not t.get("allow_val_in_train"):
+            raise
+        log.warning("trainer.allow_val_in_train=true: %s", str(e).split("; fix:")[0])
     if t.get("limit_train_images"):
         train = Head(train, int(t.limit_train_images))
     if t.get("limit_val_images"):
@@ -115,4 +125,4 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     before anything is built (median-frequency weights are cached there) and until the run ends."""
     out = Path(cfg.output_dir)
     with RunLock(out, env_info().is_main):
-        return build_trainer(cfg).fit(on_start=lambda resumed: record_run(cfg, out))
+        return build_trainer(cfg).fit(on_start=lambda: record_run(cfg, out))
