@@ -1,8 +1,9 @@
 """Entry-point glue: run a task, print user mistakes as one line, exit non-zero (no traceback).
 
-Covers the task's own errors (:func:`run_task`) and Hydra's, raised before the task runs (unknown
-config option, misspelled key, unparsable override, unwritable run dir: :func:`install_hydra_error_hook`).
-``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
+Covers the task's own errors (:func:`run_task`, which first range-checks the config) and Hydra's, raised
+before the task runs (unknown config option, misspelled key, unparsable override, unwritable run dir:
+:func:`install_hydra_error_hook`); :class:`RunDirGuard` refuses another run's directory before Hydra
+writes into it. ``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
 """
 from __future__ import annotations
 
@@ -11,20 +12,26 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from segdeconv.errors import UserError
 
 
 def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
-    """Call ``fn(cfg)``; a :class:`UserError` or bad config value becomes ``error: …`` + exit 2.
+    """``check_config(cfg)`` then ``fn(cfg)``; a :class:`UserError` or bad config value becomes
+    ``error: …`` + exit 2.
 
     ``HYDRA_FULL_ERROR=1`` re-raises with the full traceback for debugging.
     """
+    from segdeconv.config import check_config
+
     logging.getLogger("segdeconv").setLevel(logging.INFO)
     try:
+        check_config(cfg)
         return fn(cfg)
     except (UserError, OmegaConfBaseException, OSError, MemoryError) as e:
         if _full_error():
@@ -145,6 +152,86 @@ def install_hydra_error_hook() -> None:
 
     run_and_report.segdeconv_hook = True  # type: ignore[attr-defined]
     hydra_utils.run_and_report = run_and_report
+
+
+class RunDirGuard(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/hydra/default.yaml): a run directory has one owner.
+
+    ``on_run_start`` runs after composition and before Hydra creates the run dir or writes its
+    ``.hydra/`` record (hydra-core 1.3 ``Hydra.run`` → ``run_job``; an exception raised in a callback
+    only becomes a warning there, so a refusal prints one ``error:`` line and exits 2 itself). It
+
+    * resolves ``hydra.run.dir`` once (``${run_stamp:}`` is the clock: two evaluations could differ)
+      and, for the default ``outputs/<task>/<date>_<time>``, takes the next free ``_2``, ``_3``… when
+      another run started in the same second;
+    * refuses a run dir (or ``output_dir``) that is read-only, holds another run (``.hydra`` record or
+      checkpoints: :func:`~segdeconv.engine.outputs.run_dir_owner`) — except ``train.py
+      trainer.resume=…`` continuing a training run — or is locked by a live trainer
+      (:mod:`segdeconv.engine.rundir`);
+    * lets only rank 0 of a torchrun job write a record, and none for ``train``: the train task writes
+      it once its lock is held and a resume was accepted (:func:`segdeconv.tasks.train.record_run`), so
+      a refused or concurrent start never rewrites the run's record.
+    """
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import open_dict, read_write
+
+        try:
+            with read_write(config.hydra), open_dict(config.hydra):
+                _guard_run_dir(config)
+        except Exception as e:  # Hydra would turn it into a warning and run unguarded
+            if _full_error():
+                import traceback
+
+                traceback.print_exc()
+            _fail(task_error_line(e))
+
+
+def _guard_run_dir(config: Any) -> None:
+    """:class:`RunDirGuard`'s checks (``config.hydra`` is writable here)."""
+    from omegaconf import OmegaConf
+
+    from segdeconv.engine.distributed import env_info
+    from segdeconv.engine.outputs import run_dir_owner, writable_location
+    from segdeconv.engine.rundir import in_use_error, lock_holder
+
+    task, info = str(config.get("task") or ""), env_info()
+    explicit = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+    run_dir = writable_location(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+    if not explicit and not info.enabled:
+        run_dir = _fresh_dir(run_dir)
+    config.hydra.run.dir = str(run_dir)
+    if not info.is_main:
+        config.hydra.output_subdir = None  # one record per run: rank 0's
+        return
+    raw = OmegaConf.to_container(config, resolve=False).get("output_dir")
+    dirs = {"hydra.run.dir": run_dir}
+    if isinstance(raw, str) and "${hydra:" not in raw:
+        dirs["output_dir"] = writable_location(Path(str(config.output_dir)), "output_dir")
+    resume = task == "train" and bool(OmegaConf.select(config, "trainer.resume", default=None))
+    for key, d in dirs.items():
+        owner = run_dir_owner(d)
+        if owner and not (resume and owner[0] == "train"):
+            more = ", or continue that run with trainer.resume=auto" if task == owner[0] == "train" else ""
+            raise UserError(f"{key}={d} already holds {owner[1]}; this {task} run would write over its files: "
+                            f"choose a new {key}=…{more}")
+        holder = lock_holder(d)
+        if holder:
+            raise in_use_error(d, holder)
+    if task == "train":
+        config.hydra.output_subdir = None  # recorded by the train task once it owns the run dir
+
+
+def _fresh_dir(run_dir: Path) -> Path:
+    """``run_dir`` created now, or ``<run_dir>_2``, ``_3``… when another run took it in the same second."""
+    for i in range(1, 1000):
+        cand = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}_{i}")
+        try:
+            cand.mkdir(parents=True)
+            return cand
+        except FileExistsError:
+            continue
+    return run_dir
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:

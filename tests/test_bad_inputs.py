@@ -1,5 +1,6 @@
-"""Bad inputs through the real CLIs: each gives exit code ≠ 0, ONE ``error:`` line naming the thing
-and the fix, no traceback (unless HYDRA_FULL_ERROR=1), and leaves every user file untouched.
+"""Bad inputs through the real CLIs: each gives exit code 2, ONE ``error:`` line naming the thing
+and the fix, no traceback (unless HYDRA_FULL_ERROR=1), and leaves every user file untouched (issue #17's
+cases and their neighbours: hostile_cases.py).
 
 All cases run in parallel in one fixture (each CLI start costs a few seconds of imports); the
 parametrized test then checks them one by one.
@@ -10,29 +11,20 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
-from cli_helpers import run_cli, tiny, tree_digest
+from cli_helpers import run_cli, tree_digest
 from conftest import compose_cfg
 from data_helpers import make_camvid, rand_image, write_png
+from hostile_cases import HOSTILE, TRAIN, Case, make_folders, make_run, read_only
 from segdeconv.engine.checkpoint import save_checkpoint
 from test_reliability import RunsCode
 
-
-class Case(NamedTuple):
-    script: str
-    args: tuple[str, ...]  # {u} = the user tree, {r} = this case's run dir
-    words: tuple[str, ...]  # all must appear in the error line
-
-
 CAMVID = ("dataset=camvid", "dataset.image_size=[64,80]", "dataset.batch_size=2", "trainer.max_epochs=1",
           "trainer.progress=false", "model.encoder.width=0.125", "model.encoder.compact_switches=false")
-TRAIN = tuple(tiny(trainer__max_epochs=1))
-
 CASES: dict[str, Case] = {
     "unknown_group_option": Case("train.py", ("model=segnett",), ("model=segnett", "segnet_lite")),
     "misspelled_key": Case("train.py", ("trainer.max_epoch=3",), ("trainer.max_epoch", "did you mean trainer.max_epochs")),
@@ -78,6 +70,7 @@ CASES: dict[str, Case] = {
                                       ("truncated.pt", "unreadable or truncated")),
     "export_unknown_format": Case("export.py", ("ckpt_path={u}/ckpt/good.pt", "format=tflite", "output={r}/m.x"),
                                   ("format='tflite'", "onnx or torchscript")),
+    **HOSTILE,  # issue #17 and its neighbours
 }
 
 
@@ -87,14 +80,23 @@ def make_user_tree(u: Path) -> None:
     for name in ("camvid_empty", "camvid_size", "camvid_label", "camvid_corrupt"):
         shutil.copytree(u / "camvid_ok", u / name)
     (u / "camvid_empty" / "train.txt").write_text("")
+    shutil.copytree(u / "camvid_ok", u / "camvid_leak")
+    with open(u / "camvid_leak" / "val.txt", "a") as f:
+        f.write("train/train_001.png trainannot/train_001.png\n")  # a training image listed for validation
     write_png(u / "camvid_size" / "trainannot" / "train_001.png", np.zeros((10, 16)))
     write_png(u / "camvid_label" / "trainannot" / "train_000.png", np.full((12, 16), 37))
     img = u / "camvid_corrupt" / "train" / "train_001.png"
     img.write_bytes(img.read_bytes()[:60])
     from segdeconv.tasks.train import build_trainer
 
-    good = save_checkpoint(build_trainer(compose_cfg([*TRAIN, f"output_dir={u / 'unused'}"])).checkpoint_state(),
-                           u / "ckpt" / "good.pt")
+    cfg = compose_cfg([*TRAIN, f"output_dir={u / 'unused'}"])
+    good = save_checkpoint(build_trainer(cfg).checkpoint_state(), u / "ckpt" / "good.pt")
+    shutil.rmtree(u / "unused", ignore_errors=True)
+    make_run(u / "run", good, cfg)
+    for name, case in CASES.items():
+        if any("{own}" in a for a in case.args):
+            make_run(u / "owned" / name, good, cfg)
+    make_folders(u)
     (u / "ckpt" / "truncated.pt").write_bytes(good.read_bytes()[:5000])
     torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, u / "ckpt" / "foreign.pt")
     torch.save({"model": {}, "payload": RunsCode(str(u / "PWNED"))}, u / "ckpt" / "evil.pt")
@@ -106,7 +108,7 @@ def make_user_tree(u: Path) -> None:
 
 def run_case(name: str, u: Path, runs: Path, **env: str) -> subprocess.CompletedProcess:
     case, r = CASES[name], runs / name
-    args = [a.format(u=u, r=r) for a in case.args]
+    args = [a.format(u=u, r=r, ro=u / "readonly", own=u / "owned" / name) for a in case.args]
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={r}")
     return run_cli(case.script, args, timeout=600, **env)
@@ -118,20 +120,22 @@ def results(tmp_path_factory) -> dict:
     tree's digests before and after."""
     u, runs = tmp_path_factory.mktemp("user"), tmp_path_factory.mktemp("runs")
     make_user_tree(u)
-    before = tree_digest(u)
-    with ThreadPoolExecutor(3) as pool:
-        jobs = {name: pool.submit(run_case, name, u, runs) for name in CASES}
-        jobs["full_error"] = pool.submit(run_case, "corrupt_resume_checkpoint", u, runs / "full",
-                                         HYDRA_FULL_ERROR="1")
-        out = {name: job.result() for name, job in jobs.items()}
-    return {"runs": out, "before": before, "after": tree_digest(u), "user": u}
+    with read_only(u / "readonly"):
+        before = tree_digest(u)
+        with ThreadPoolExecutor(3) as pool:
+            jobs = {name: pool.submit(run_case, name, u, runs) for name in CASES}
+            jobs["full_error"] = pool.submit(run_case, "corrupt_resume_checkpoint", u, runs / "full",
+                                             HYDRA_FULL_ERROR="1")
+            out = {name: job.result() for name, job in jobs.items()}
+        after = tree_digest(u)
+    return {"runs": out, "before": before, "after": after, "user": u}
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gives_one_clean_error_line(results: dict, name: str) -> None:
     r = results["runs"][name]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.returncode != 0, r.stdout[-2000:]
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert len(errors) == 1 and "\n" not in errors[0], r.stderr[-3000:]
     missing = [w for w in CASES[name].words if w not in errors[0]]

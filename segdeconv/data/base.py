@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -189,9 +189,33 @@ def check_pairs(images: list[Path], masks: list[Path], skip_missing: bool, fix: 
         drop = {i for i, _ in bad}
         pairs = [(i, m) for i, m in zip(images, masks) if i not in drop]
         images, masks = [i for i, _ in pairs], [m for _, m in pairs]
-    if not images:
-        raise DataError(f"no image/mask pairs found; fix: {fix}")
     return list(images), list(masks)
+
+
+def refuse_overlap(splits: Mapping[str, Sequence[Hashable]], fix: str) -> None:
+    """Refuse splits that share entries (paths or ids): training on validation items inflates val mIoU.
+
+    ``splits`` maps a label to its entries; each label after the first is a plural noun phrase
+    (e.g. ``{"…/train_aug.txt": ids, "VOC12 val ids": val_ids}``); every pair is compared."""
+    named = list(splits.items())
+    for i, (a, items) in enumerate(named):
+        for b, other in named[i + 1:]:
+            shared = set(items) & set(other)
+            if shared:
+                raise data_error(a, f"contains {len(shared)} {b} (e.g. {sorted(map(str, shared))[0]}); training on "
+                                 "them inflates val mIoU", fix)
+
+
+def unique_stems(files: Iterable[Path], folder: Path) -> dict[str, Path]:
+    """``stem -> file``; two files with one stem (``a.png`` and ``a.jpg``) are an error naming both,
+    since pairing by stem would silently drop one."""
+    out: dict[str, Path] = {}
+    for p in sorted(files):
+        if p.stem in out:
+            raise data_error(out[p.stem], f"and {p.name} have the same stem {p.stem!r}, so pairing by name would "
+                             "drop one", f"rename or remove one of them in {folder}")
+        out[p.stem] = p
+    return out
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -238,9 +262,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self.UNIONS.get(self.split, (self.split,))
 
     def _set_pairs(self, images: list[Path], masks: list[Path], check: bool = True,
-                   skip_missing: bool = False) -> None:
+                   skip_missing: bool = False, where: Optional[Path] = None) -> None:
+        """Set the pairs (checked unless ``check=False``); a split without pairs is an error naming
+        ``where`` (the folder or list it was read from; default: the root)."""
         if check or skip_missing:
             images, masks = check_pairs(images, masks, skip_missing, self.LAYOUT)
+        if not images:
+            raise data_error(where or self.root, f"split {self.split!r} has no image/mask pairs",
+                             f"add pairs or choose another split; {self.LAYOUT}")
         self.image_paths, self.mask_paths = list(images), list(masks)
 
     def read_raw_mask(self, path: Path) -> np.ndarray:

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
-from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file, read_rgb_mask, rgb_to_ids
+from segdeconv.data.base import (SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file,
+                                 read_rgb_mask, rgb_to_ids, unique_stems)
 from segdeconv.errors import data_error
 from segdeconv.errors import ConfigError
 
@@ -28,12 +29,8 @@ LAYOUT = ("expected root/<split>/images + root/<split>/masks, or root/images + r
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
-    """stem -> file for the image files in ``folder`` (a .png wins over other extensions)."""
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and (p.stem not in out or p.suffix.lower() == ".png"):
-            out[p.stem] = p
-    return out
+    """stem -> file for the image files in ``folder``; two files with one stem are an error."""
+    return unique_stems((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), folder)
 
 
 class SegmentationFolder(SegmentationDataset):
@@ -67,8 +64,8 @@ class SegmentationFolder(SegmentationDataset):
         self.mask_format = mask_format
         self.colors = np.array(self.palette + [list(c) for c in ignore_colors], dtype=np.uint8)
         self.lut = label_lut(n, self.ignore_index, void_values=range(n, len(self.colors)))
-        images, masks = self._pairs(image_dir, mask_dir, mask_suffix, check)
-        self._set_pairs(images, masks, check, skip_missing)
+        images, masks, where = self._pairs(image_dir, mask_dir, mask_suffix, check)
+        self._set_pairs(images, masks, check, skip_missing, where)
 
     def _dirs(self, image_dir: str, mask_dir: str) -> tuple[Path, Path, Optional[list[str]]]:
         """(images folder, masks folder, stems from <split>.txt or None)."""
@@ -85,7 +82,8 @@ class SegmentationFolder(SegmentationDataset):
                          f"create them, or use split=null to read {r / image_dir} as one set")
 
     def _pairs(self, image_dir: str, mask_dir: str, suffix: str, check: bool
-               ) -> tuple[list[Path], list[Path]]:
+               ) -> tuple[list[Path], list[Path], Path]:
+        """(images, masks, where they were listed: the images folder or the split's list file)."""
         img_dir, msk_dir, stems = self._dirs(image_dir, mask_dir)
         for d in (img_dir, msk_dir):
             if not d.is_dir():
@@ -98,7 +96,7 @@ class SegmentationFolder(SegmentationDataset):
         if check and stems is None and orphans:
             raise data_error(msks[orphans[0]], f"mask without image ({len(orphans)} in all)",
                              f"add its image to {img_dir} or remove the mask")
-        return images, masks
+        return images, masks, img_dir if stems is None else self.root / f"{self.split}.txt"
 
     def read_raw_mask(self, path: Path) -> np.ndarray:
         if self.mask_format == "index":

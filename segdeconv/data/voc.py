@@ -31,7 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
-from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file
+from segdeconv.data.base import (SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file,
+                                 refuse_overlap)
 from segdeconv.errors import data_error
 from segdeconv.errors import ConfigError
 
@@ -124,12 +125,9 @@ class VOCSegmentation(SegmentationDataset):
                              "train_aug.txt in <root>/lists/; see data/README.md")
         ids = read_ids(lst, "use the standard 10,582-id train_aug.txt")
         val_list = self._seg_list("val")
-        overlap = set(ids) & set(read_ids(val_list, "")) if val_list.is_file() else set()
-        if overlap:
-            raise data_error(lst, f"contains {len(overlap)} VOC12 val ids (e.g. "
-                             f"{sorted(overlap)[0]}); training on them inflates val mIoU",
-                             "use the standard train_aug.txt (SBD train+val + VOC12 train, "
-                             "minus VOC12 val)")
+        if val_list.is_file():
+            refuse_overlap({str(lst): ids, "VOC12 val ids": read_ids(val_list, "")},
+                           "use the standard train_aug.txt (SBD train+val + VOC12 train, minus VOC12 val)")
         aug = self._find(("SegmentationClassAug",), "dir")
         sbd = self._find(SBD_CLS, "dir")
         if mask_source == "aug_png" or (mask_source == "auto" and aug is not None):

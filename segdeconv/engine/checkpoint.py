@@ -20,6 +20,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from segdeconv.engine.outputs import check_output_file, write_error
+from segdeconv.engine.step import NonFiniteLoss
 from segdeconv.errors import CheckpointError
 
 log = logging.getLogger("segdeconv")
@@ -54,7 +56,8 @@ def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
 def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     """Write ``state`` atomically: temp file in the same directory, fsync, ``os.replace``.
 
-    A crash at any moment leaves either the previous file or the new one, never a torn file.
+    A crash at any moment leaves either the previous file or the new one, never a torn file; a failed
+    write (full disk: torch's zip writer raises RuntimeError, not OSError) is a :class:`CheckpointError`.
     """
     path = Path(path)
     try:
@@ -71,10 +74,20 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
         _fsync_dir(path.parent)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {e}") from None
-        raise
+        err = write_error(path, e, "checkpoint", "; the previous checkpoint files are intact")
+        if err is None:
+            raise
+        raise CheckpointError(str(err)) from None
     return path
+
+
+def finite_state(state: dict[str, Any], step: int, ckpt_dir: Path) -> dict[str, Any]:
+    """``state`` unchanged if its weights are finite, else :class:`NonFiniteLoss` (nothing is saved)."""
+    bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise NonFiniteLoss(f"weights became non-finite ({bad}) by step {step}; nothing saved, the checkpoints in "
+                            f"{ckpt_dir} are intact. Lower optimizer.lr or set trainer.grad_clip")
+    return state
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -166,7 +179,9 @@ INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", 
 def strip_checkpoint(src: PathLike, dst: PathLike) -> Path:
     """Write an inference-only copy of ``src`` (weights, config, classes; no optimizer/RNG state).
 
-    The weights are bit-identical, so evaluation of the copy reproduces the original's metrics.
+    The weights are bit-identical, so evaluation of the copy reproduces the original's metrics. ``dst``
+    may not be ``src`` or any other existing checkpoint (:func:`~segdeconv.engine.outputs.check_output_file`).
     """
+    check_output_file(dst, [src], "dst")
     ckpt = load_checkpoint(src)
     return save_checkpoint({k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}, dst)

@@ -84,11 +84,17 @@ def describe_model(model_cfg: Mapping[str, Any]) -> str:
 
 def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Optional[tuple[Path, dict[str, Any]]]:
     """The checkpoint ``trainer.resume`` names (``auto``: the newest loadable one in ``ckpt_dir``, or
-    None for a fresh start); None without ``resume`` (warning if ``ckpt_dir`` holds checkpoints)."""
-    if not resume:
-        if is_main and ckpt_dir.is_dir() and resume_candidates(ckpt_dir):
-            log.warning("%s already holds checkpoints; this new run overwrites them "
-                        "(trainer.resume=auto continues that run instead)", ckpt_dir)
+    None for a fresh start); None without ``resume``. A run dir whose ``ckpt_dir`` holds checkpoints is
+    only ever continued (``auto`` or one of its own files), never overwritten by another run."""
+    path = None if resume in (None, "", "auto") else Path(str(resume)).expanduser()
+    if resume != "auto" and (path is None or path.resolve().parent != ckpt_dir.resolve()):
+        held = resume_candidates(ckpt_dir) if is_main and ckpt_dir.is_dir() else []
+        if held:
+            raise CheckpointError(
+                f"{ckpt_dir.parent} already holds a training run ({ckpt_dir.name}/{held[0].name}); a new run would "
+                f"overwrite its checkpoints: continue it with trainer.resume=auto, or train into a new directory "
+                f"(hydra.run.dir=…)")
+    if path is None and resume != "auto":
         return None
     if resume == "auto":
         if is_main and ckpt_dir.is_dir():
@@ -98,21 +104,68 @@ def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Option
         if found is None:
             log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
         return found
-    path = Path(str(resume)).expanduser()
     ckpt = load_checkpoint(path, key="trainer.resume")
     check_resumable(ckpt, path)
     return path, ckpt
 
 
-def check_same_setup(path: PathLike, was: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    """A checkpoint of another architecture/class count/optimizer: one error naming both."""
-    for key, describe in (("model", describe_model), ("optimizer", lambda c: c.get("_target_"))):
-        a, b = was.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and describe(a) != describe(b):
-            raise CheckpointError(
-                f"{path} was trained with {key} {describe(a)} but this run builds {describe(b)}; resume with "
-                f"the same {key}/dataset options, or start a new run without trainer.resume"
-            )
+# What a resume may change, by config key (the longest matching prefix wins; documented in README
+# "Never losing a run"). REFUSE: the checkpoint's state would silently override the new value (optimizer,
+# scheduler), or what follows would not continue the same run (weights of another architecture, other
+# data, another seed or batch); WARN: takes effect from the resume point, and is logged; FREE: how the run
+# is executed or logged, not what it computes. Keys present on one side only (a newer version added them)
+# are not compared. The checkpoint records the new config, so it is always the one in effect.
+REFUSE, WARN, FREE = "refuse", "warn", "free"
+RESUME_POLICY: dict[str, str] = {
+    "": WARN,
+    "model": REFUSE, "model.checkpoint": FREE, "model.checkpoint_fc": FREE, "model.encoder.compact_switches": FREE,
+    "model.encoder.weights": FREE, "model.init": FREE,  # initial weights: replaced by the checkpoint's
+    "optimizer": REFUSE, "scheduler": REFUSE,  # restored from the checkpoint's state dicts
+    "dataset": REFUSE, "dataset.root": WARN, "dataset.train.root": WARN, "dataset.val.root": WARN,
+    "dataset.num_workers": FREE, "dataset.val_batch_size": FREE,
+    "loss": WARN,
+    "trainer": FREE, "trainer.seed": REFUSE, "trainer.accumulate_grad_batches": REFUSE,
+    "trainer.limit_train_images": REFUSE, "trainer.max_epochs": WARN, "trainer.max_steps": WARN,
+    "trainer.grad_clip": WARN, "trainer.precision": WARN, "trainer.skip_nonfinite_steps": WARN,
+    "trainer.limit_val_images": WARN, "trainer.val_every_epochs": WARN,
+    "output_dir": FREE, "task": FREE,
+}
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values."""
+    if not isinstance(cfg, Mapping):
+        return {prefix: cfg}
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def resume_policy(key: str) -> str:
+    """The :data:`RESUME_POLICY` entry of the longest prefix of ``key``."""
+    parts = key.split(".")
+    return next(RESUME_POLICY[p] for p in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
+                if p in RESUME_POLICY)
+
+
+def check_resume_config(path: PathLike, was: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Refuse a resume that changes a REFUSE key (one error naming the keys, old → new); return one
+    line per changed WARN key, to be logged."""
+    a, b = flatten(was), flatten(now)
+    changed = [(k, a[k], b[k]) for k in b if k in a and a[k] != b[k]]
+    refused = [f"{k} ({x!r} → {y!r})" for k, x, y in changed if resume_policy(k) == REFUSE]
+    if refused:
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        ma, mb = was.get("model"), now.get("model")
+        head = (f"{path} was trained with model {describe_model(ma)} but this run builds {describe_model(mb)}"
+                if isinstance(ma, Mapping) and isinstance(mb, Mapping) and describe_model(ma) != describe_model(mb)
+                else f"{path} was trained with other options")
+        raise CheckpointError(
+            f"{head}: a resume continues the saved run and cannot change {', '.join(refused[:3])}{more}; drop "
+            f"{'that override' if len(refused) == 1 else 'those overrides'}, or start a new run without trainer.resume")
+    return [f"{k} changes from {x!r} to {y!r}: the resumed run uses the new value" for k, x, y in changed
+            if resume_policy(k) == WARN]
 
 
 def restore_state(path: PathLike, ckpt: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -145,3 +198,22 @@ def load_history(out_dir: Path, state: LoopState) -> list[dict]:
     p = out_dir / "val_metrics.json"
     hist = json.loads(p.read_text()) if state.step and p.is_file() else []
     return [h for h in hist if h.get("step", 0) <= state.step and h.get("epoch", 0) <= state.epoch]
+
+
+def resume_run(resume: Optional[str], out_dir: Path, is_main: bool, config: Mapping[str, Any], model: nn.Module,
+               optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Optional[torch.amp.GradScaler]
+               ) -> Optional[tuple[Path, LoopState, list[dict]]]:
+    """The whole resume: :func:`resume_point`, :func:`check_resume_config` (refuse or log each change),
+    :func:`restore_state`; returns ``(checkpoint, loop state, validation history)`` or None (fresh run)."""
+    found = resume_point(resume, out_dir / "checkpoints", is_main)
+    if found is None:
+        return None
+    path, ckpt = found
+    changes = check_resume_config(path, ckpt.get("config") or {}, config)
+    state = restore_state(path, ckpt, model, optimizer, scheduler, scaler)
+    history = list(ckpt["history"]) if "history" in ckpt else load_history(out_dir, state)
+    for line in changes if is_main else []:
+        log.warning("trainer.resume: %s", line)
+    log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, state.epoch + 1, state.step,
+             state.batch_in_epoch)
+    return path, state, history

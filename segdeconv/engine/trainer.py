@@ -7,7 +7,9 @@ criterion and optimizer/scheduler factories. Writes ``checkpoints/{last,best}.pt
 
 Reliability: step checkpoints (``checkpoint_every_steps``, the last ``keep_last`` kept) carry
 everything a bit-exact resume needs (:mod:`segdeconv.engine.resume`); SIGTERM/SIGINT finish the
-current step, save and exit 0; non-finite weights are never written over a checkpoint.
+current step, save and exit 0; non-finite weights are never written over a checkpoint; the run
+directory is locked (:class:`~segdeconv.engine.rundir.RunLock`); a resumed run completes the epoch end
+it was killed in (:meth:`Trainer._loop`).
 """
 from __future__ import annotations
 
@@ -24,15 +26,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from segdeconv import __version__
 from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
-from segdeconv.engine.checkpoint import prune_step_checkpoints, save_checkpoint, step_checkpoint_path, unwrap
+from segdeconv.engine.checkpoint import (finite_state, prune_step_checkpoints, save_checkpoint, step_checkpoint_path,
+                                        unwrap)
 from segdeconv.engine.distributed import cleanup
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.logger import progress
-from segdeconv.engine.resume import check_same_setup, load_history, restore_state, resume_point
+from segdeconv.engine.outputs import atomic_file
+from segdeconv.engine.parallel import training_model
+from segdeconv.engine.resume import resume_run
+from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import capture_rng
 from segdeconv.engine.trackers import Loggers, open_loggers
 from segdeconv.engine.runtime import Runtime
-from segdeconv.engine.step import LoopState, NonFiniteLoss, StepConfig, StopRequest, Throughput, train_batches
+from segdeconv.engine.step import LoopState, StepConfig, StopRequest, Throughput, train_batches
 from segdeconv.errors import ConfigError
 
 log = logging.getLogger("segdeconv")
@@ -87,7 +93,8 @@ class Trainer:
         self.state = LoopState()
         self.history: list[dict] = []
         self.stop = StopRequest()
-        self.train_model = self._wrap(self.model)
+        self.model, self.train_model = training_model(model, self.device, self.dist, runtime.channels_last,
+                                                      settings.sync_bn, settings.compile)
         self.tb: Optional[Loggers] = None
 
     def _loaders(self) -> None:
@@ -107,47 +114,60 @@ class Trainer:
                               f"but an epoch has {len(self.train_loader)} (per process); lower "
                               f"trainer.accumulate_grad_batches or dataset.batch_size")
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.rt.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if self.dist.enabled:
-            if self.settings.sync_bn and self.device.type != "cuda":
-                log.warning("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); "
-                            "keeping per-process BatchNorm on %s", self.device)
-            elif self.settings.sync_bn:
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-                self.model = model
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return torch.compile(model) if self.settings.compile else model
 
     # ------------------------------------------------------------------ run
-    def fit(self) -> dict[str, Any]:
-        self.resume()
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.tb = open_loggers(self.config, self.out, self.palette,  # logger=[tensorboard, mlflow, wandb]
-                                   purge_step=self.state.step + 1 if self.state.step else None)
-            log.info(self.rt.describe())
-        try:
-            with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
-                while not self._done() and not self.stop.stopped:
-                    self._train_epoch()
-                    if self.stop.stopped:
-                        break
-                    if self.state.epoch % self.settings.val_every_epochs == 0 or self._done():
-                        self.history.append(self._validate())
-                    self._save_epoch()
-                    self.stop.stopped = not self._done() and self._stop_requested()  # signal in validation
-            if self.stop.stopped and self.dist.is_main:
-                log.warning("stopped by %s at epoch %d, step %d; checkpoint: %s. Resume with:\n  %s",
-                            self.stop.name or "request", self.state.epoch + 1, self.state.step,
-                            self.out / "checkpoints" / "last.pt", self.settings.resume_command)
-        finally:
-            if self.tb is not None:
-                self.tb.close()
-            cleanup()
+    def fit(self, on_start: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+        """Train to the end (or a stop signal) holding the run directory's lock; returns the last metrics.
+        ``on_start()`` runs once the directory is owned and a resume was accepted, before the run writes
+        anything (the train task records its config there)."""
+        with RunLock(self.out, self.dist.is_main):
+            self.resume()
+            if self.dist.is_main:
+                if on_start is not None:
+                    on_start()
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.tb = open_loggers(self.config, self.out, self.palette,  # logger=[tensorboard, mlflow, wandb]
+                                       purge_step=self.state.step + 1 if self.state.step else None)
+                log.info(self.rt.describe())
+            try:
+                with self.stop:  # SIGTERM/SIGINT: finish the step, save, stop (see _after_step)
+                    self._loop()
+                if self.stop.stopped and self.dist.is_main:
+                    log.warning("stopped by %s at epoch %d, step %d; checkpoint: %s. Resume with:\n  %s",
+                                self.stop.name or "request", self.state.epoch + 1, self.state.step,
+                                self.out / "checkpoints" / "last.pt", self.settings.resume_command)
+            finally:
+                if self.tb is not None:
+                    self.tb.close()
+                cleanup()
         return self.history[-1] if self.history else {}
+
+    def _loop(self) -> None:
+        """Epochs, each closed by :meth:`_end_epoch`. A resumed run first completes the epoch end its
+        checkpoint was written before (killed after the last step, or while validating)."""
+        while not self.stop.stopped:
+            if not self._epoch_end_pending():
+                if self._done():
+                    return
+                self._train_epoch()
+                if self.stop.stopped:
+                    return  # mid-epoch: the checkpoint holds batch_in_epoch, the resumed run continues there
+            self._end_epoch()
+            self.stop.stopped = not self._done() and self._stop_requested()  # signal in validation
+
+    def _epoch_end_pending(self) -> bool:
+        """The epoch's batches are used up but it was not closed, or the validation due at this epoch
+        boundary (or the last step) is missing from the history."""
+        st = self.state
+        if st.step == 0:
+            return False
+        if st.batch_in_epoch >= self.batches_per_epoch:
+            return True
+        validated = bool(self.history) and self.history[-1].get("step") == st.step
+        return (st.batch_in_epoch == 0 or self._done()) and self._val_due() and not validated
+
+    def _val_due(self) -> bool:
+        return self.state.epoch % self.settings.val_every_epochs == 0 or self._done()
 
     def _done(self) -> bool:
         s = self.settings
@@ -181,10 +201,6 @@ class Trainer:
             dt = time.perf_counter() - t0
             log.info("epoch %d: %d steps in %.0f s (%.2f img/s), mean loss %.4f", st.epoch + 1, len(st.losses) - n0,
                      dt, speed.n / dt, sum(st.losses[n0:]) / (len(st.losses) - n0))
-        if self.stop.stopped:
-            return  # mid-epoch: the checkpoint holds batch_in_epoch, the resumed run continues there
-        if not self._done() or st.batch_in_epoch >= self.batches_per_epoch:
-            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
 
     def _validate(self) -> dict:
         grid: list = []
@@ -227,29 +243,35 @@ class Trainer:
 
     def _checked_state(self) -> dict[str, Any]:
         """:meth:`checkpoint_state`, refusing non-finite weights (they must never replace a good file)."""
-        state = self.checkpoint_state()
-        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
-                   None)
-        if bad is not None:
-            raise NonFiniteLoss(
-                f"weights became non-finite ({bad}) by step {self.state.step}; nothing saved, the checkpoints in "
-                f"{self.out / 'checkpoints'} are intact. Lower optimizer.lr or set trainer.grad_clip"
-            )
-        return state
+        return finite_state(self.checkpoint_state(), self.state.step, self.out / "checkpoints")
 
-    def _save_epoch(self) -> None:
+    def _end_epoch(self) -> None:
+        """Close the epoch (once its batches are used up: max_steps may cut the last one short) and save
+        last.pt, so its training is safe before validation reads a file; validate when due, update
+        ``best_metric``, then write best.pt (new best) before last.pt: a failed write never leaves a
+        last.pt whose validation has no best.pt (a false "new best" after the resume)."""
+        st = self.state
+        if st.batch_in_epoch >= self.batches_per_epoch:
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        self._save()
+        if self._val_due():
+            m = self._validate()
+            self.history.append(m)
+            best = m["mIoU"] > st.best_metric
+            if best:
+                st.best_metric = m["mIoU"]
+            self._save(best)
+
+    def _save(self, best: bool = False) -> None:
+        """``last.pt`` (and ``best.pt``) + ``val_metrics.json`` from rank 0, every write atomic."""
         if not self.dist.is_main:
             return
-        ckpt_dir = self.out / "checkpoints"
-        state = self._checked_state()
-        save_checkpoint(state, ckpt_dir / "last.pt")
-        last = self.history[-1] if self.history else None
-        if last is not None and last.get("step") == self.state.step and last["mIoU"] > self.state.best_metric:
-            self.state.best_metric = last["mIoU"]
-            state["best_metric"] = last["mIoU"]
+        state, ckpt_dir = self._checked_state(), self.out / "checkpoints"
+        if best:
             save_checkpoint(state, ckpt_dir / "best.pt")
-            save_checkpoint(state, ckpt_dir / "last.pt")
-        (self.out / "val_metrics.json").write_text(json.dumps(self.history, indent=1))
+        save_checkpoint(state, ckpt_dir / "last.pt")
+        with atomic_file(self.out / "val_metrics.json", "metrics") as tmp:
+            tmp.write_text(json.dumps(self.history, indent=1))
 
     def _after_step(self) -> None:
         """Step checkpoints every ``checkpoint_every_steps``; on SIGTERM/SIGINT save and stop."""
@@ -273,15 +295,14 @@ class Trainer:
             flag = bool(t.item())
         return flag
 
-    def resume(self) -> None:
-        """Continue from ``settings.resume`` (see :func:`~segdeconv.engine.resume.resume_point`)."""
-        found = resume_point(self.settings.resume, self.out / "checkpoints", self.dist.is_main)
+    def resume(self) -> Optional[Path]:
+        """Continue from ``settings.resume`` (:func:`~segdeconv.engine.resume.resume_run`); its path or None."""
+        found = resume_run(self.settings.resume, self.out, self.dist.is_main, self.config, unwrap(self.model),
+                           self.optimizer, self.scheduler, self.scaler)
         if found is None:
-            return
-        path, ckpt = found
-        check_same_setup(path, ckpt.get("config") or {}, self.config)
-        self.state = restore_state(path, ckpt, unwrap(self.model), self.optimizer, self.scheduler, self.scaler)
-        self.history = list(ckpt["history"]) if "history" in ckpt else load_history(self.out, self.state)
-        st = self.state
-        log.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", path, st.epoch + 1, st.step,
-                 st.batch_in_epoch)
+            return None
+        path, self.state, self.history = found
+        if self._done() and not self._epoch_end_pending():
+            log.info("the run was complete at step %d; nothing left to do (raise trainer.max_epochs or "
+                     "trainer.max_steps to train longer)", self.state.step)
+        return path

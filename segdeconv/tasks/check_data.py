@@ -4,7 +4,8 @@
     python check_data.py dataset=voc dataset.root=/data/voc 'splits=[train_aug,val]'
 
 Prints, per split, counts, image sizes, the label histogram and every problem with its file name
-(:mod:`segdeconv.data.check`). A split that cannot be opened at all is a problem of that split; the
+(:mod:`segdeconv.data.check`), and a training split that shares images with the validation split. A
+split that cannot be opened at all is a problem of that split; the
 result's ``failed`` makes ``check_data.py`` exit 1. Bad arguments are one ``error:`` line, exit 2.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from segdeconv.config import instantiate_node
+from segdeconv.data.base import refuse_overlap
 from segdeconv.data.check import format_report, inspect_dataset
 from segdeconv.errors import ConfigError, UserError
 
@@ -34,9 +36,10 @@ def check_data(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("dataset.root is required: pass dataset.root=/path/to/the/dataset")
     limit = int(cfg.limit) if cfg.get("limit") else None
     reports: dict[str, list[str]] = {}
+    built: dict[str, Any] = {}
     for split in _splits(cfg):
         try:
-            ds = instantiate_node(cfg.dataset.val, "dataset.val", split=split, transform=None)
+            ds = built[split] = instantiate_node(cfg.dataset.val, "dataset.val", split=split, transform=None)
         except UserError as e:
             print(f"[{split}] PROBLEM: {e}")
             reports[split] = [str(e)]
@@ -44,6 +47,24 @@ def check_data(cfg: DictConfig) -> dict[str, Any]:
         report = inspect_dataset(ds, limit)
         print(format_report(report, ds.class_names, ds.ignore_index))
         reports[split] = report.problems
+    overlap = _overlap(cfg, built)
+    if overlap:
+        print(f"PROBLEM: {overlap}")
+        reports.setdefault("overlap", []).append(overlap)
     failed = any(reports.values())
     print("FAILED: see the problems above" if failed else "OK: no problems found")
     return {"failed": failed, "problems": reports}
+
+
+def _overlap(cfg: DictConfig, built: dict[str, Any]) -> str:
+    """The training split sharing images with the validation split (both checked), as a problem line."""
+    train, val = str(cfg.dataset.train.split), str(cfg.dataset.val.split)
+    if train == val or train not in built or val not in built:
+        return ""
+    try:
+        refuse_overlap({f"split {train!r}": getattr(built[train], "image_paths", []),
+                        f"images of split {val!r}": getattr(built[val], "image_paths", [])},
+                       "remove them from one of the two splits")
+    except UserError as e:
+        return str(e)
+    return ""

@@ -5,11 +5,13 @@ are the class ids, VOC-style; 255 = ignore colour), ``color/<name>.png`` (RGB) a
 ``overlay/<name>.png`` (the colours blended over the photo); with Monte-Carlo dropout (``mc_samples=N``)
 also ``uncertainty/<name>.png`` (8-bit grayscale, :func:`~segdeconv.inference.montecarlo.uncertainty_image`:
 ``uncertainty_map`` = entropy / log C or variance / ((C-1)/C²), × 255). Sub-folders of the input are
-mirrored with ``recursive=true``. Unreadable files are skipped with a warning and listed at the end.
+mirrored with ``recursive=true``. Unreadable files (broken symbolic links included) are skipped with a
+warning and listed at the end. Where it may write: :func:`segdeconv.engine.outputs.check_output_dir`.
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -18,6 +20,8 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
+from segdeconv.data.image import IMAGE_SUFFIXES
+from segdeconv.engine.outputs import check_output_dir
 from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
@@ -28,18 +32,22 @@ log = logging.getLogger("segdeconv")
 KINDS = ("index", "color", "overlay", "uncertainty")
 
 
-def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path]:
-    """The input images and the folder they are named relative to."""
+def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path, list[Path]]:
+    """The input images, the folder they are named relative to, and the image names that cannot be
+    read at all (dangling symlinks: skipped, but listed with the other skipped files)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"input={path} does not exist; pass input=<image file or folder>")
     if p.is_file():
-        return [p], p.parent
+        return [p], p.parent, []
     files = list_images(p, recursive)
+    entries = p.rglob("*") if recursive else p.iterdir()
+    dangling = sorted(e for e in entries if e.suffix.lower() in IMAGE_SUFFIXES and e.is_symlink() and not e.exists())
     if not files:
         hint = "" if recursive else "; for images in sub-folders pass recursive=true"
-        raise UserError(f"input={path} holds no images (*.png, *.jpg, …){hint}")
-    return files, p
+        broken = f" ({len(dangling)} broken links, e.g. {dangling[0]})" if dangling else ""
+        raise UserError(f"input={path} holds no readable images (*.png, *.jpg, …){broken}{hint}")
+    return files, p, dangling
 
 
 def output_names(inputs: Sequence[Path], root: Path) -> list[Path]:
@@ -47,22 +55,6 @@ def output_names(inputs: Sequence[Path], root: Path) -> list[Path]:
     rel = [p.relative_to(root) for p in inputs]
     stems = Counter(r.with_suffix("") for r in rel)
     return [r.with_suffix(".png") if stems[r.with_suffix("")] == 1 else r.with_name(r.name + ".png") for r in rel]
-
-
-def check_output(out: Path, inputs: Sequence[Path], root: Path, planned: Sequence[Path], recursive: bool) -> None:
-    """Refuse any output location that would overwrite (or later be read as) an input."""
-    out_r, root_r = out.expanduser().resolve(), root.resolve()
-    if out_r == root_r:
-        raise UserError(f"output={out} is the input folder; choose another folder (inputs are never overwritten)")
-    if out_r.exists() and not out_r.is_dir():
-        raise UserError(f"output={out} is a file; pass a folder")
-    if recursive and root_r in out_r.parents:
-        raise UserError(f"output={out} is inside the input folder {root} and recursive=true would read "
-                        f"the predictions as inputs next time; choose a folder outside it")
-    sources = {p.resolve() for p in inputs}
-    clash = next((out_r / p for p in planned if (out_r / p).resolve() in sources), None)
-    if clash is not None:
-        raise UserError(f"output={out} would overwrite the input image {clash}; choose another folder")
 
 
 def save_prediction(out: Path, name: Path, rgb: np.ndarray, mask: np.ndarray, p: Predictor,
@@ -116,10 +108,10 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     mc = cfg.get("mc_samples")
     kinds = _kinds(cfg.save, mc is not None)
     measure = check_measure(str(cfg.get("uncertainty_map", "entropy"))) if "uncertainty" in kinds else None
-    inputs, root = collect_inputs(str(cfg.input), bool(cfg.recursive))
+    inputs, root, dangling = collect_inputs(str(cfg.input), bool(cfg.recursive))
     out = Path(str(cfg.output)).expanduser()
     names = output_names(inputs, root)
-    check_output(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
+    check_output_dir(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
     p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
                                   cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
                                   _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)),
@@ -134,6 +126,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         msg = str(err).splitlines()[0]
         log.warning("skipping %s", msg if str(src) in msg else f"{src}: {msg}")
 
+    for link in dangling:
+        skip(link, UserError(f"{link} is a broken symbolic link (its target {os.readlink(link)} does not exist)"))
     done = 0
     _quiet_decoder()  # unreadable files get our one-line warning, not OpenCV's decoder log
     bar = progress(inputs, bool(cfg.progress), "predict")
@@ -142,7 +136,7 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         done += 1
     bar.close()
     if not done:
-        raise UserError(f"none of the {len(inputs)} input files could be read (first: {skipped[0]})")
+        raise UserError(f"none of the {len(inputs) + len(dangling)} input files could be read (first: {skipped[0]})")
     print(f"predicted {done} image(s) into {out}/{{{','.join(kinds)}}}" +
           (f"; skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}{' …' if len(skipped) > 5 else ''}"
            if skipped else ""))

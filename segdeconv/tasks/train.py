@@ -7,6 +7,7 @@ resolved from the training masks when asked), ``cfg.optimizer`` / ``cfg.schedule
 """
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from segdeconv.config import (build_model, check_config, class_info, dataset_classes, instantiate_node,
                               make_criterion, val_batch_size)
+from segdeconv.data.base import refuse_overlap
 from segdeconv.data.sampler import Head, SeededItems
+from segdeconv.engine.distributed import env_info
+from segdeconv.engine.outputs import RECORD, atomic_file
+from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import seed_everything
 from segdeconv.engine.runtime import resolve_runtime
 from segdeconv.engine.trainer import Trainer, TrainSettings
+from segdeconv.errors import DataError
+
+log = logging.getLogger("segdeconv")
 
 
 def train_settings(cfg: DictConfig) -> TrainSettings:
@@ -52,10 +60,20 @@ def resume_command(out: Path) -> str:
 
 
 def datasets(cfg: DictConfig) -> tuple[Any, Any]:
-    """Train (seeded per item, optionally cut to ``trainer.limit_train_images``) and val datasets."""
+    """Train (seeded per item, optionally cut to ``trainer.limit_train_images``) and val datasets, which
+    may not share images (:func:`~segdeconv.data.base.refuse_overlap`) unless trainer.allow_val_in_train."""
     t = cfg.trainer
     train = instantiate_node(cfg.dataset.train, "dataset.train")
     val = instantiate_node(cfg.dataset.val, "dataset.val")
+    try:
+        refuse_overlap({f"dataset.train (split {getattr(train, 'split', None)!r})": getattr(train, "image_paths", []),
+                        f"images of dataset.val (split {getattr(val, 'split', None)!r})": getattr(val, "image_paths", [])},
+                       "give dataset.val.split images that are not trained on, or (a final model on e.g. VOC "
+                       "trainval, val scores optimistic) trainer.allow_val_in_train=true")
+    except DataError as e:
+        if not t.get("allow_val_in_train"):
+            raise
+        log.warning("trainer.allow_val_in_train=true: %s", str(e).split("; fix:")[0])
     if t.get("limit_train_images"):
         train = Head(train, int(t.limit_train_images))
     if t.get("limit_val_images"):
@@ -80,6 +98,31 @@ def build_trainer(cfg: DictConfig) -> Trainer:
                    OmegaConf.to_container(cfg, resolve=True))
 
 
+def record_run(cfg: DictConfig, out: Path) -> None:
+    """Write Hydra's record of this start (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``): in
+    ``<run dir>/.hydra/`` for the first start, ``.hydra/resume_<N>/`` for each later one (resumes).
+
+    Called by the trainer once it holds the run dir's lock and accepted the resume, so a refused start
+    never rewrites a record; Hydra itself writes none for train (cli.RunDirGuard sets its output_subdir
+    to null). A no-op outside Hydra or when Hydra kept its own record (no guard installed)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None:
+        return
+    hydra_cfg = HydraConfig.get()
+    record = out / RECORD
+    n = 1 + sum(1 for _ in record.glob("resume_*")) if (record / "config.yaml").exists() else 0
+    where = record / f"resume_{n}" if n else record
+    where.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                       ("overrides.yaml", hydra_cfg.overrides.task)):
+        with atomic_file(where / name, "run record") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(node))
+
+
 def fit(cfg: DictConfig) -> dict[str, Any]:
-    """Train a model as ``cfg`` describes; returns the last validation metrics."""
-    return build_trainer(cfg).fit()
+    """Train a model as ``cfg`` describes; returns the last validation metrics. The run dir is locked
+    before anything is built (median-frequency weights are cached there) and until the run ends."""
+    out = Path(cfg.output_dir)
+    with RunLock(out, env_info().is_main):
+        return build_trainer(cfg).fit(on_start=lambda: record_run(cfg, out))

@@ -1,0 +1,147 @@
+"""Where a task may write: the one rule every writer (train, evaluate, predict, export) follows.
+
+An output may not be one of the task's inputs, an existing checkpoint, or another run's directory,
+and its location must be writable; all of this is checked *before* anything is written. Files are
+written through :func:`atomic_file` (temp file in the same folder + ``os.replace``), so a failed or
+killed write leaves the previous file as it was. A write that fails (full disk, read-only place) is
+one :class:`UserError` naming the file and the free space (:func:`write_error`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+from segdeconv.errors import UserError
+
+PathLike = Union[str, Path]
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # torch.save before the zip format
+RECORD = ".hydra"  # Hydra's record of the run that owns a directory (config, overrides)
+
+
+def is_checkpoint(path: PathLike) -> bool:
+    """True for a ``torch.save`` file (zip with ``data.pkl`` and no TorchScript ``code/``, or the legacy
+    pickle format): a checkpoint, never to be written over by an export or a prediction."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+    except (zipfile.BadZipFile, OSError):
+        try:
+            with open(p, "rb") as f:
+                return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+        except OSError:
+            return False
+
+
+def run_dir_owner(path: PathLike) -> Optional[tuple[str, str]]:
+    """``(task, what)`` when ``path`` is another run's directory: its ``.hydra`` record names the task, or
+    it holds checkpoints (a training run made without Hydra); None for a fresh or unrelated folder."""
+    p = Path(path)
+    config = p / RECORD / "config.yaml"
+    if config.is_file():
+        task = next((ln.split(":", 1)[1].strip() for ln in config.read_text(errors="replace").splitlines()
+                     if ln.startswith("task:")), "") or "Hydra"
+        return task, f"the {RECORD}/ record of {'an' if task[0] in 'aeiou' else 'a'} {task} run"
+    if any((p / "checkpoints").glob("*.pt")):
+        return "train", "the checkpoints of a training run"
+    return None
+
+
+def writable_location(path: PathLike, key: str) -> Path:
+    """``path`` (a folder to write in, created if absent) after checking that it can be: its nearest
+    existing ancestor is a folder this process may write to."""
+    p = Path(path).expanduser()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{key}={path}: {probe} is a file, not a folder; pass a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={path}: {probe} is read-only for this user; pass a writable {key}=…")
+    return p
+
+
+def check_output_file(dst: PathLike, inputs: Iterable[Optional[PathLike]], key: str = "output") -> Path:
+    """An output file must not be a folder, one of ``inputs``, or an existing checkpoint, and its folder
+    must be writable. Returns ``dst`` as a Path."""
+    p = Path(dst).expanduser()
+    if p.is_dir():
+        raise UserError(f"{key}={dst} is a folder; pass a file name, e.g. {key}={p / 'model'}…")
+    for src in (Path(s).expanduser() for s in inputs if s):
+        same = os.path.samefile(src, p) if src.exists() and p.exists() else p.resolve() == src.resolve()
+        if same:
+            raise UserError(f"{key}={dst} is this task's input {src}; write to another file (inputs are never "
+                            f"overwritten), or drop {key}= to write beside it")
+    if is_checkpoint(p):
+        raise UserError(f"{key}={dst} is an existing checkpoint; write to another file (checkpoints are never "
+                        f"overwritten)")
+    writable_location(p.parent, key)
+    return p
+
+
+def check_output_dir(out: Path, inputs: Sequence[Path], root: Path, planned: Sequence[Path], recursive: bool,
+                     key: str = "output") -> None:
+    """An output folder must not be the input folder (nor, with ``recursive``, inside it, where its files
+    would be read as inputs next time), a file, or a place where a planned file is an input."""
+    out_r, root_r = out.expanduser().resolve(), root.resolve()
+    if out_r == root_r:
+        raise UserError(f"{key}={out} is the input folder; choose another folder (inputs are never overwritten)")
+    if out_r.exists() and not out_r.is_dir():
+        raise UserError(f"{key}={out} is a file; pass a folder")
+    if recursive and root_r in out_r.parents:
+        raise UserError(f"{key}={out} is inside the input folder {root} and recursive=true would read "
+                        f"the predictions as inputs next time; choose a folder outside it")
+    sources = {p.resolve() for p in inputs}
+    clash = next((out_r / p for p in planned if (out_r / p).resolve() in sources), None)
+    if clash is not None:
+        raise UserError(f"{key}={out} would overwrite the input image {clash}; choose another folder")
+    writable_location(out, key)
+
+
+def free_space(path: PathLike) -> str:
+    """``"123 MiB free"`` on the file system holding ``path`` (or its nearest existing ancestor)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return f"{shutil.disk_usage(p).free / 2**20:,.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def write_error(path: PathLike, e: BaseException, what: str = "file", fix: str = "") -> Optional[UserError]:
+    """A failed write as one line (None when ``e`` is not a write failure). ``torch.save``/``torch.jit.save``
+    raise RuntimeError (``PytorchStreamWriter failed writing file``, ``open file failed``), not OSError,
+    on a full disk or a read-only place."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, OSError):
+        text = e.strerror or text
+    elif not (isinstance(e, RuntimeError) and any(w in text for w in ("write", "open file", "PytorchStreamWriter"))):
+        return None
+    where = Path(path).parent
+    return UserError(f"cannot write {what} {path}: {text[:200]} ({free_space(where)} in {where}); free disk space "
+                     f"or choose a writable location{fix}")
+
+
+@contextlib.contextmanager
+def atomic_file(dst: PathLike, what: str = "file", fix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``dst`` (same suffix) to write to; on success it replaces ``dst`` in one
+    ``os.replace``, on failure it is removed and the error is :func:`write_error`'s line."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp{dst.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        err = write_error(dst, e, what, fix)
+        if err is None:
+            raise
+        raise err from None
