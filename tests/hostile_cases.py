@@ -96,7 +96,7 @@ HOSTILE: dict[str, Case] = {
                                   ("tolerance=0", "> 0")),
     "export_opset_too_old": Case("export.py", (f"ckpt_path={BEST}", "opset=7", "output={r}/m.onnx"), ("opset=7", "≥ 11")),
     "accumulate_more_than_an_epoch": Case("train.py", (*TRAIN, "trainer.accumulate_grad_batches=8", "trainer.max_steps=2"),
-                                          ("trainer.accumulate_grad_batches=8", "4 batches of an epoch")),
+                                          ("trainer.accumulate_grad_batches=8", "an epoch has 4")),
     # data: same stem, val inside train, an empty split named
     "folder_two_files_one_stem": Case("train.py", (*FOLDER, "dataset.root={u}/folder_stem"),
                                       ("a.jpg", "a.png", "same stem")),

@@ -65,3 +65,12 @@ def test_unknown_layer_is_one_line_and_exit_2(tiny_ckpt, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert len(err) == 1 and err[0].startswith("error: unknown layer 'conv9_9'; valid layers: conv1_1, conv1_2, pool1, ")
+
+
+def test_figure_out_may_not_overwrite_the_checkpoint(tiny_ckpt, tmp_path):
+    from cli_helpers import tree_digest
+
+    before = tree_digest(tiny_ckpt.parent)
+    res = run_cli("visualize.py", [f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path / 'v'}", f"figure_out={tiny_ckpt}"])
+    assert res.returncode == 2 and "figure_out=" in res.stderr and "checkpoint" in res.stderr
+    assert tree_digest(tiny_ckpt.parent) == before

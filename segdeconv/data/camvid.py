@@ -43,7 +43,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
-from segdeconv.data.base import SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask, rgb_to_ids
+from segdeconv.data.base import (SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask,
+                                 refuse_overlap, rgb_to_ids)
 from segdeconv.errors import ConfigError, data_error
 
 log = logging.getLogger("segdeconv")
@@ -94,16 +95,6 @@ def sequence_counts(paths: Sequence[Path]) -> dict[str, int]:
 
 def _concat(*parts: Pairs) -> Pairs:
     return [i for p in parts for i in p[0]], [m for p in parts for m in p[1]]
-
-
-def _refuse_overlap(train: Pairs, val: Pairs, root: Path) -> None:
-    """A frame (by file name) in both the train and the val list would be validated on after
-    training on it; refuse it. (Private until data/base.py has the shared helper.)"""
-    both = sorted({p.name for p in train[0]} & {p.name for p in val[0]})
-    if both:
-        raise data_error(root, f"{len(both)} frames are listed in both train and val (e.g. {both[0]})",
-                         "remove each from one of the two lists (or folders): validating on training "
-                         "frames overstates the scores")
 
 
 def read_class_table(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
@@ -202,7 +193,10 @@ class CamVid(SegmentationDataset):
         if self.split_scheme == "standard" and not (self._present("train") and self._present("val")):
             return _concat(*(pairs(s) for s in self.subsplits()))  # one list alone: nothing to compare
         train, val = pairs("train"), pairs("val")
-        _refuse_overlap(train, val, self.root)
+        refuse_overlap({f"{self.root}: the train list": [p.name for p in train[0]],
+                        "frames of the val list": [p.name for p in val[0]]},
+                       "remove each from one of the two lists (or folders): validating on training frames "
+                       "overstates the scores")
         if self.split == "trainval" or (self.split_scheme == "trainval" and self.split == "train"):
             return _concat(train, val)
         if self.split_scheme != "proxy":

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from segdeconv.config import split_dataset
+from segdeconv.engine.outputs import check_output_file
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
 from segdeconv.visualize.deconvnet import Projector, check_method
@@ -64,6 +65,8 @@ def _table_json(t: TopK) -> dict[str, Any]:
 def visualize(cfg: DictConfig) -> dict[str, Any]:
     """Run the tool as ``cfg`` describes; returns the run's facts (timings, counts, files)."""
     out = Path(cfg.output_dir)
+    if cfg.get("figure_out"):  # refused before the search, never after it: a checkpoint is never overwritten
+        check_output_file(cfg.figure_out, [cfg.ckpt_path], "figure_out")
     out.mkdir(parents=True, exist_ok=True)
     projector, dataset = _prepare(cfg)
     layers, channels = list(cfg.layers), list(cfg.channels)
