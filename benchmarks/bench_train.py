@@ -2,13 +2,16 @@
 
     python benchmarks/bench_train.py                       # SegNet 360×480 batch 4 (the perf issue's setting)
     python benchmarks/bench_train.py --model deconvnet     # DeconvNet 224×224 batch 8
+    python benchmarks/bench_train.py --malloc jemalloc     # both sides under LD_PRELOAD=libjemalloc.so.2
 
 Ours: ``python train.py model=… dataset=synthetic … trainer.max_steps=N`` for two N; img/s is
-(N₂−N₁)·batch / (t₂−t₁), so start-up and validation cancel. Reference (benchmarks/reference.py:
-MaxPool2d/MaxUnpool2d int64, fp32, eager, NCHW, SGD): timed in-process after one warm-up step.
-Peak memory is each process's max RSS. GFLOP/s counts a train step as 3× the forward FLOPs
-(forward + two backward matmuls per conv). Prints one markdown table, then checks that compact
-switches give bit-identical logits and gradients to int64 MaxPool2d/MaxUnpool2d ones.
+(N₂−N₁)·batch / (t₂−t₁), so start-up and validation cancel; CPU s/img likewise from the processes'
+CPU time (user + system, all threads), which other load on a shared machine disturbs far less than
+wall time. Reference (benchmarks/reference.py: MaxPool2d/MaxUnpool2d int64, fp32, eager, NCHW,
+SGD): timed in-process after one warm-up step. Peak memory is each process's max RSS. GFLOP/s
+counts a train step as 3× the forward FLOPs (forward + two backward matmuls per conv). Prints one
+markdown table (machine line and load average first), then checks that compact switches give
+bit-identical logits and gradients to int64 MaxPool2d/MaxUnpool2d ones.
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PY, machine_line, run_measured  # noqa: E402
+from common import MALLOCS, PY, load_line, machine_line, malloc_env, run_measured  # noqa: E402
 
 # Ours trains on the synthetic data's 5 classes; the SegNet reference keeps the paper's 11 (its 3×3
 # classifier is 0.5% of the FLOPs, in the reference's disfavour), DeconvNet's uses 5 (1×1: < 0.1%).
 SETTINGS = {"segnet": dict(size=(360, 480), batch=4, classes=11), "deconvnet": dict(size=(224, 224), batch=8, classes=5)}
 CONFIGS = {  # name -> extra train.py overrides
     "segdeconv default": [],
+    "segdeconv plain graph": ["model.lean=false"],
+    "segdeconv fp32 plain graph": ["trainer.precision=fp32", "model.lean=false"],
     "segdeconv NCHW": ["trainer.channels_last=false"],
     "segdeconv fp32": ["trainer.precision=fp32"],
     "segdeconv channels_last": ["trainer.channels_last=true"],
@@ -38,7 +43,7 @@ CONFIGS = {  # name -> extra train.py overrides
 
 
 def reference_worker(model: str, steps: int) -> None:
-    """Child process: train the reference for 1 + steps steps; print img/s of the timed steps."""
+    """Child process: train the reference for 1 + steps steps; print img/s and CPU s/img of the timed steps."""
     import torch
 
     from reference import ref_model
@@ -48,26 +53,29 @@ def reference_worker(model: str, steps: int) -> None:
     opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(s["batch"], 3, *s["size"])
     y = torch.randint(0, s["classes"], (s["batch"], *s["size"]))
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-    print(json.dumps({"img_s": s["batch"] * steps / sum(times[1:])}))
+        cpu.append(time.process_time() - c)
+    print(json.dumps({"img_s": s["batch"] * steps / sum(times[1:]), "cpu_img": sum(cpu[1:]) / (s["batch"] * steps)}))
 
 
-def ours(model: str, extra: list[str], steps: tuple[int, int]) -> tuple[float, float]:
+def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict) -> tuple[float, float, float]:
+    """(img/s, CPU s/img, peak RSS GiB) of train.py with ``extra`` overrides."""
     s = SETTINGS[model]
     base = [PY, "train.py", f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
             f"dataset.batch_size={s['batch']}", f"dataset.train.length={s['batch'] * steps[1]}", "dataset.val.length=1",
             "trainer.progress=false", "hydra.run.dir=/tmp/segdeconv_bench", *extra]
     if model == "deconvnet":  # the reference's optimizer (SGD, as voc_deconvnet): with 252M parameters
         base.append("optimizer=sgd")  # AdamW's second state alone would add 1 GB
-    runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"]) for n in steps]
-    img_s = s["batch"] * (steps[1] - steps[0]) / (runs[1][0] - runs[0][0])
-    return img_s, max(r[1] for r in runs)
+    runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"], env) for n in steps]
+    images = s["batch"] * (steps[1] - steps[0])
+    return (images / (runs[1].wall_s - runs[0].wall_s), (runs[1].cpu_s - runs[0].cpu_s) / images,
+            max(r.rss_gib for r in runs))
 
 
 def train_gflop_per_image(model: str) -> float:
@@ -117,21 +125,28 @@ def main() -> None:
     ap.add_argument("--model", default="segnet", choices=sorted(SETTINGS))
     ap.add_argument("--steps", type=int, nargs=2, default=(2, 6))
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--malloc", default="glibc", choices=sorted(MALLOCS), help="allocator for every process (LD_PRELOAD)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         return reference_worker(a.model, a.steps[1] - a.steps[0])
-    dt, ref_rss, out = run_measured([PY, __file__, "--worker", "--model", a.model, "--steps", *map(str, a.steps)])
-    ref = json.loads(out.strip().splitlines()[-1])["img_s"]
+    env = malloc_env(a.malloc)
+    run = run_measured([PY, __file__, "--worker", "--model", a.model, "--steps", *map(str, a.steps)], env)
+    got = json.loads(run.out.strip().splitlines()[-1])
+    ref, ref_cpu, ref_rss = got["img_s"], got["cpu_img"], run.rss_gib
     s = SETTINGS[a.model]
-    print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, full train step\n")
+    print(f"\n{machine_line()} · malloc {a.malloc} · {load_line()}\n\n"
+          f"{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, full train step\n")
     gf = train_gflop_per_image(a.model)
-    print("| config | train img/s | vs reference | GFLOP/s | peak RSS GiB | vs reference |\n|---|---:|---:|---:|---:|---:|")
-    print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref * gf:.0f} | {ref_rss:.2f} | 1.00× |")
+    print("| config | train img/s | vs reference | CPU s/img | vs reference | GFLOP/s | peak RSS GiB | vs reference |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref_cpu:.2f} | 1.00× | "
+          f"{ref * gf:.0f} | {ref_rss:.2f} | 1.00× |")
     for name in a.configs.split(","):
-        img_s, rss = ours(a.model, CONFIGS[name], tuple(a.steps))
-        print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {img_s * gf:.0f} | {rss:.2f} | {rss / ref_rss:.2f}× |",
-              flush=True)
+        img_s, cpu, rss = ours(a.model, CONFIGS[name], tuple(a.steps), env)
+        print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {cpu:.2f} | {ref_cpu / cpu:.2f}× | {img_s * gf:.0f} | "
+              f"{rss:.2f} | {rss / ref_rss:.2f}× |", flush=True)
+    print(f"\n{load_line()} at the end.")
     print(f"\n{gf:.0f} GFLOP per training image. Compact vs int64 switches, max |Δ| over logits and all "
           f"gradients (fp32): {switches_bit_exact(a.model):.1e}. fp32 GEMM ceiling on this CPU (2048³ matmul): "
           f"{gemm_ceiling_gflops():.0f} GFLOP/s.")

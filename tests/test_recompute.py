@@ -15,14 +15,14 @@ SIZE = (197, 203)  # odd sizes (ceil-mode pools), large enough for DeconvNet's 7
 
 
 def pair(kind: str, setting=True) -> tuple[nn.Module, nn.Module]:
-    """(plain, checkpointed) models with identical weights."""
+    """(plain, checkpointed) models with identical weights (plain: no lean graph either)."""
     torch.manual_seed(0)
     if kind == "segnet_basic":
-        plain = segnet_basic(5, width=0.25, compact_switches=True)
+        plain = segnet_basic(5, width=0.25, compact_switches=True, lean=False)
     elif kind == "segnet":
-        plain = SegNet(5, VGGEncoder(width=0.125, compact_switches=True))
+        plain = SegNet(5, VGGEncoder(width=0.125, compact_switches=True), lean=False)
     else:
-        plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64)
+        plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64, lean=False)
     twin = copy.deepcopy(plain)
     twin.encoder.checkpoint = twin.decoder.checkpoint = setting
     if isinstance(twin, DeconvNet):

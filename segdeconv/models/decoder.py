@@ -7,6 +7,7 @@ from typing import Union
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
+from segdeconv.models import lean as lean_graph
 from segdeconv.models.layers import Switches, Unpool, conv_bn_relu
 from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 from segdeconv.models.vgg import mirror_stages
@@ -24,6 +25,8 @@ class MirroredDecoder(nn.Module):
     with ``nn.Dropout(p)`` (Bayesian SegNet's ``decdrop5``–``decdrop3`` follow ``conv5_1_D``–``conv3_1_D``,
     the last conv of decoder stages 5–3, before the next unpooling). ``checkpoint=True`` recomputes
     each stage in backward (``N``: the N shallowest); dropout masks are replayed (RNG state kept).
+    ``lean=True`` (default) keeps one map per conv–BN–ReLU block and no unpooled map for backward
+    (:mod:`segdeconv.models.lean`).
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class MirroredDecoder(nn.Module):
         checkpoint: Union[bool, int] = False,
         dropout: float = 0.0,
         dropout_stages: int = 0,
+        lean: bool = True,
     ) -> None:
         super().__init__()
         if kind not in DECODER_KINDS:
@@ -55,13 +59,17 @@ class MirroredDecoder(nn.Module):
         self.out_channels = plan[-1][-1][1]
         self.checkpoint = checkpoint
         stage_is_checkpointed(checkpoint, 0)  # validate
+        self.lean = lean
 
     def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
-        for i, (stage, sw) in enumerate(zip(self.stages, reversed(switches))):
-            if stage_is_checkpointed(self.checkpoint, len(self.stages) - 1 - i):  # keep the input, recompute in backward
-                x = checkpointed(stage, partial(self._stage, stage), x, sw)
-            else:
-                x = self._stage(stage, x, sw)
+        with lean_graph.lean_scope(self.lean) as lean:
+            for i, (stage, sw) in enumerate(zip(self.stages, reversed(switches))):
+                if stage_is_checkpointed(self.checkpoint, len(self.stages) - 1 - i):  # keep the input, recompute in backward
+                    x = checkpointed(stage, partial(self._stage, stage), x, sw)
+                elif lean:
+                    x = lean_graph.run(stage, lean_graph.unpool(self.unpool, x, sw))
+                else:
+                    x = self._stage(stage, x, sw)
         return x
 
     def _stage(self, stage: nn.Sequential, x: Tensor, sw: Switches) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from segdeconv.models import lean as lean_graph
 from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights
 from segdeconv.models.inputs import InputAdapter
@@ -41,7 +42,9 @@ class DeconvNet(nn.Module):
 
     ``checkpoint_fc=True`` recomputes the fc6/fc7/fc6-deconv activations in backward instead of
     storing them (activation checkpointing, saves memory at large inputs); ``checkpoint=True`` does
-    so for every encoder/decoder stage too. BN statistics are updated once either way.
+    so for every encoder/decoder stage too. BN statistics are updated once either way. ``lean=True``
+    (default): backward keeps one map per conv–BN–ReLU block and no unpooled map
+    (:mod:`segdeconv.models.lean`; bit-identical, same state dict).
     ``init="paper"``: the prototxts' fillers (:meth:`paper_init`); ``input="caffe_bgr_mean"``: the
     original's BGR 0–255 minus mean input (:class:`~segdeconv.models.inputs.InputAdapter`).
     """
@@ -56,6 +59,7 @@ class DeconvNet(nn.Module):
         checkpoint: Union[bool, int] = False,
         init: str = "torchvision",
         input: str = "imagenet",
+        lean: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -71,6 +75,7 @@ class DeconvNet(nn.Module):
         enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, 1)
         self.checkpoint_fc = checkpoint_fc or checkpoint is True
+        self.lean = enc.lean = self.decoder.lean = bool(lean)
         for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
             init_weights(m)
         if check_init(init) == "paper":
@@ -89,18 +94,18 @@ class DeconvNet(nn.Module):
         for part in [self.fc6, self.fc7, self.fc6_deconv, self.decoder] + random_encoder:
             bn_(part.modules(), shift=1e-3)
 
-    def _fc(self, x: Tensor) -> Tensor:
-        x = self.fc6(x)  # (B, 4096, h-6, w-6)
-        x = self.fc7(x)  # (B, 4096, h-6, w-6)
-        return self.fc6_deconv(x)  # (B, 512, h, w)
+    def _fc(self, x: Tensor, lean: bool = False) -> Tensor:
+        blocks = (self.fc6, self.fc7, self.fc6_deconv)  # (B, 4096, h-6, w-6) twice, then (B, 512, h, w)
+        return lean_graph.run([m for b in blocks for m in b], x) if lean else self.fc6_deconv(self.fc7(self.fc6(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder, min_pooled=FC_KERNEL)
-        x = self.input_adapter(x)  # identity for input="imagenet"
-        feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
-        x = checkpointed(self, self._fc, feats) if self.checkpoint_fc else self._fc(feats)
-        x = self.decoder(x, switches)  # (B, 64, H, W)
-        return self.classifier(x)  # (B, num_classes, H, W)
+        with lean_graph.lean_scope(self.lean) as lean:  # one scope: the classifier's saved input is rebuilt too
+            x = self.input_adapter(x)  # identity for input="imagenet"
+            feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
+            x = checkpointed(self, self._fc, feats) if self.checkpoint_fc else self._fc(feats, lean)
+            x = self.decoder(x, switches)  # (B, 64, H, W)
+            return self.classifier(x)  # (B, num_classes, H, W)
 
     def load_fc_from_vgg(self, path: str) -> None:
         """Initialise fc6/fc7 from torchvision's ``classifier.0``/``classifier.3`` Linear layers.

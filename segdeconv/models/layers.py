@@ -50,13 +50,18 @@ class Pool(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Switches]:
+        y, sw = self.pooled(x)
+        if self.dropout is not None:  # Bayesian SegNet's encdropN: on the pooled values, not the switches
+            y = self.dropout(y)
+        return y, sw
+
+    def pooled(self, x: Tensor) -> tuple[Tensor, Switches]:
+        """The max-pool alone (no dropout): pooled values and switches."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         if self.compact:
             y, sw = _compact_ops().max_pool2x2(x, ceil_mode=self.ceil_mode)
         else:
             y, sw = F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_mode, return_indices=True)
-        if self.dropout is not None:  # Bayesian SegNet's encdropN: on the pooled values, not the switches
-            y = self.dropout(y)
         return y, Switches(sw, size)
 
     def extra_repr(self) -> str:

@@ -15,6 +15,7 @@ from typing import Optional, Union
 
 from torch import Tensor, nn
 
+from segdeconv.models import lean as lean_graph
 from segdeconv.models.bayesian import dropout_plan
 from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.initialization import bn_, check_init, init_weights, msra_
@@ -31,6 +32,9 @@ class SegNet(nn.Module):
     decoder stage keeps only its input and is recomputed in backward (≈ 1/3 more compute, far
     less activation memory; outputs, gradients and BN statistics unchanged); ``checkpoint=N``: only
     the N shallowest encoder and decoder stages (full resolution first: most memory per FLOP).
+    ``lean=True`` (default): backward keeps one map per conv–BN–ReLU block (the conv output) and
+    rebuilds ReLU outputs, pooled and unpooled maps from it (:mod:`segdeconv.models.lean`; bit-identical
+    step, no parameter or buffer added: the state dict is the same either way).
 
     ``dropout=p`` (Bayesian SegNet: 0.5) puts ``nn.Dropout(p)`` after the pools of the
     ``dropout_stages`` deepest encoder stages and at the end of as many deepest decoder stages
@@ -53,6 +57,7 @@ class SegNet(nn.Module):
         init: str = "torchvision",
         input: str = "imagenet",
         input_lrn: bool = False,
+        lean: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -69,6 +74,7 @@ class SegNet(nn.Module):
             self.dropout, n_drop,
         )
         enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
+        self.lean = enc.lean = self.decoder.lean = bool(lean)
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, classifier_kernel, padding=classifier_kernel // 2)
         init_weights(self.decoder)
         init_weights(self.classifier)
@@ -87,20 +93,22 @@ class SegNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder)
-        x = self.input_adapter(x)  # identity for input="imagenet"
-        feats, switches = self.encoder(x)  # (B, 512, H/32, W/32), 5 switches
-        x = self.decoder(feats, switches)  # (B, 64, H, W)
-        return self.classifier(x)  # (B, num_classes, H, W)
+        with lean_graph.lean_scope(self.lean):  # one scope: the classifier's saved input is rebuilt too
+            x = self.input_adapter(x)  # identity for input="imagenet"
+            feats, switches = self.encoder(x)  # (B, 512, H/32, W/32), 5 switches
+            x = self.decoder(feats, switches)  # (B, 64, H, W)
+            return self.classifier(x)  # (B, num_classes, H, W)
 
 
 def segnet_basic(
     num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False,
     checkpoint: Union[bool, int] = False, dropout: float = 0.0, dropout_stages: Optional[int] = None,
-    init: str = "torchvision", input: str = "imagenet", input_lrn: bool = False,
+    init: str = "torchvision", input: str = "imagenet", input_lrn: bool = False, lean: bool = True,
 ) -> SegNet:
     """SegNet-Basic: 4×(64 7×7 conv, BN, ReLU, pool) encoder, linear 7×7 decoder (BN, no ReLU, as
     ``conv_decode*`` in ``segnet_basic_train.prototxt``), 1×1 classifier. 1.42M parameters @ 11 classes."""
     enc = VGGEncoder("basic", batch_norm=True, width=width, ceil_mode=ceil_mode,
                      compact_switches=compact_switches)
     return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False, checkpoint=checkpoint,
-                  dropout=dropout, dropout_stages=dropout_stages, init=init, input=input, input_lrn=input_lrn)
+                  dropout=dropout, dropout_stages=dropout_stages, init=init, input=input, input_lrn=input_lrn,
+                  lean=lean)

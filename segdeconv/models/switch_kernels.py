@@ -167,28 +167,32 @@ def _gather_block(ob: Tensor, cb: Tensor, gb: Tensor, fmt: _Fmt, base: Tensor) -
         torch.gather(gb.flatten(2), 2, idx.flatten(2), out=ob.flatten(2))
 
 
-def pool_cpu(x: Tensor, ceil_mode: bool) -> tuple[Tensor, Tensor]:
+def pool_cpu(x: Tensor, ceil_mode: bool, empty: Optional[Callable[..., Tensor]] = None) -> tuple[Tensor, Tensor]:
+    """``empty(shape, like, fmt, dtype=None)`` allocates the outputs (default: fresh tensors)."""
     B, C, H, W = x.shape
     fmt = _layout(x)
     x = x.contiguous(memory_format=fmt)
     shape = (B, C, _pooled(H, ceil_mode), _pooled(W, ceil_mode))
-    y, code = _empty(shape, x, fmt), _empty(shape, x, fmt, torch.uint8)
+    empty = empty or _empty
+    y, code = empty(shape, x, fmt), empty(shape, x, fmt, torch.uint8)
     _over_blocks(partial(_pool_block, ceil_mode=ceil_mode), y, code, x, fmt)
     return y, code
 
 
-def place_cpu(y: Tensor, code: Tensor, size: tuple[int, int]) -> Tensor:
+def place_cpu(y: Tensor, code: Tensor, size: tuple[int, int], empty: Optional[Callable[..., Tensor]] = None) -> Tensor:
+    """``empty`` as in :func:`pool_cpu`; every element of the output is written."""
     fmt = _layout(y)
     y, code = y.contiguous(memory_format=fmt), code.contiguous(memory_format=fmt)
-    out = _empty((*y.shape[:2], *size), y, fmt)
+    out = (empty or _empty)((*y.shape[:2], *size), y, fmt)
     _over_blocks(_place_block, y, code, out, fmt)
     return out
 
 
-def gather_cpu(g: Tensor, code: Tensor) -> Tensor:
+def gather_cpu(g: Tensor, code: Tensor, empty: Optional[Callable[..., Tensor]] = None) -> Tensor:
+    """``empty`` as in :func:`pool_cpu`."""
     fmt = _layout(g)
     g, code = g.contiguous(memory_format=fmt), code.contiguous(memory_format=fmt)
-    out = _empty(code.shape, g, fmt)
+    out = (empty or _empty)(code.shape, g, fmt)
     _over_blocks(_gather_block, out, code, g, fmt)
     return out
 

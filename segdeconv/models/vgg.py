@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.errors import CheckpointError, ConfigError
+from segdeconv.models import lean as lean_graph
 from segdeconv.models.initialization import init_weights
 from segdeconv.models.layers import Pool, Switches, conv_bn_relu
 from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
@@ -50,7 +51,8 @@ class VGGEncoder(nn.Module):
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
     (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
     activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
-    ``checkpoint=N`` only the N shallowest stages.
+    ``checkpoint=N`` only the N shallowest stages. ``lean=True`` (default) keeps one map per
+    conv–BN–ReLU block for backward and rebuilds the element-wise rest (:mod:`segdeconv.models.lean`).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class VGGEncoder(nn.Module):
         in_channels: int = 3,
         weights: Optional[Union[str, Path]] = None,
         checkpoint: Union[bool, int] = False,
+        lean: bool = True,
     ) -> None:
         super().__init__()
         self.arch, self.batch_norm, self.width = arch, batch_norm, width
@@ -80,6 +83,7 @@ class VGGEncoder(nn.Module):
         self.ceil_mode = ceil_mode
         self.checkpoint = checkpoint
         stage_is_checkpointed(checkpoint, 0)  # validate
+        self.lean = lean
         init_weights(self)
         self.weights = str(weights) if weights else None
         if weights:
@@ -106,12 +110,13 @@ class VGGEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
         switches: list[Switches] = []
-        for depth, stage in enumerate(self.stage_modules()):  # [conv, BN, ReLU]×n + Pool
-            if stage_is_checkpointed(self.checkpoint, depth):  # keep the input; recompute the rest in backward
-                x, sw = checkpointed(stage, stage, x)
-            else:
-                x, sw = stage(x)
-            switches.append(sw)
+        with lean_graph.lean_scope(self.lean) as lean:
+            for depth, stage in enumerate(self.stage_modules()):  # [conv, BN, ReLU]×n + Pool
+                if stage_is_checkpointed(self.checkpoint, depth):  # keep the input; recompute the rest in backward
+                    x, sw = checkpointed(stage, stage, x)
+                else:
+                    x, sw = lean_graph.run(stage, x) if lean else stage(x)
+                switches.append(sw)
         return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches
 
     def stage_modules(self) -> list[nn.Sequential]:
