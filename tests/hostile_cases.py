@@ -106,7 +106,7 @@ HOSTILE: dict[str, Case] = {
                                                              "dataset.val.split=train"),
                                                 ("contains 2 images of dataset.val (split 'train')",)),
     "camvid_val_list_lists_a_train_image": Case("train.py", (*CAMVID_TINY, "dataset.root={u}/camvid_leak"),
-                                                ("contains 1 images of dataset.val", "train_001.png")),
+                                                ("contains 1 frames of the val list", "train_001.png")),
     "folder_empty_split_names_the_folder": Case("train.py", (*FOLDER, "dataset.root={u}/folder_empty"),
                                                 ("folder_empty/train/images", "no image/mask pairs")),
 }

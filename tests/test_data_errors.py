@@ -115,17 +115,16 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_folder(data, split="train")
     make_folder(data, split="val")
-    args = ["dataset=folder", f"dataset.root={data}", "dataset.num_classes=3",
-            "dataset.class_names=[a,b,c]", f"hydra.run.dir={tmp_path / 'run'}"]
-    ok = run_cli("check_data.py", args)
+    args = ["dataset=folder", f"dataset.root={data}", "dataset.num_classes=3", "dataset.class_names=[a,b,c]"]
+    ok = run_cli("check_data.py", args + [f"hydra.run.dir={tmp_path / 'run'}"])
     assert ok.returncode == 0 and "OK: no problems found" in ok.stdout, ok.stderr
     write_png(data / "val" / "masks" / "img0.png", np.full((12, 16), 37))
-    bad = run_cli("check_data.py", args)
+    bad = run_cli("check_data.py", args + [f"hydra.run.dir={tmp_path / 'run1'}"])  # a new dir: runs never share one
     assert bad.returncode == 1 and "img0.png: has label values [37]" in bad.stdout
     missing = run_cli("check_data.py", ["dataset=folder", f"hydra.run.dir={tmp_path / 'run2'}"])
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         "error: dataset.root is required: pass dataset.root=/path/to/the/dataset"]
-    two = run_cli("check_data.py", args[:-1] + ["splits=[val]", f"hydra.run.dir={tmp_path / 'run3'}"])
+    two = run_cli("check_data.py", args + ["splits=[val]", f"hydra.run.dir={tmp_path / 'run3'}"])
     assert two.returncode == 1 and "train" not in two.stdout.split("PROBLEM")[0].split(":")[0]
 
 
