@@ -107,6 +107,7 @@ RANGES: dict[str, Knob] = {
     "opset": _int(11), "tolerance": POSITIVE, "verify": FLAG, "export:input_size": _int(1, each=True, length=2, null=True),
     "topk": _int(1), "tile_px": _int(1), "blocks_per_row": _int(1), "threads": _int(1, null=True),
     "limit": _int(1, null=True), "visualize:num_workers": _int(0),
+    "recompute_bn:batch_size": _int(1, null=True), "recompute_bn:num_workers": _int(0, null=True),
 }
 _ABSENT = object()
 

@@ -142,3 +142,14 @@ def test_recompute_bn_never_overwrites_a_file(tiny_ckpt, tmp_path, target, messa
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("error: output=") and message in r.stderr and "never overwrites" in r.stderr
     assert (tree_digest(tiny_ckpt.parent), tree_digest(other.parent)) == before
+
+
+@pytest.mark.parametrize("bad", ["batch_size=0", "num_workers=-1", "limit=0"])
+def test_recompute_bn_knobs_are_range_checked(bad, tiny_ckpt, tmp_path):
+    from conftest import compose_cfg
+    from segdeconv.config import check_config
+    from segdeconv.errors import ConfigError
+
+    cfg = compose_cfg([f"ckpt_path={tiny_ckpt}", f"output={tmp_path / 'new.pt'}", bad], "recompute_bn")
+    with pytest.raises(ConfigError, match=bad.split("=")[0] + "="):
+        check_config(cfg)

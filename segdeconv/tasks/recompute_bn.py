@@ -12,7 +12,7 @@ added; it never overwrites a file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig
 from torch.utils.data import Subset
@@ -28,7 +28,8 @@ from segdeconv.trained import load_trained
 def new_output_path(output: Any, source: Any) -> Path:
     """``output`` as a path that is neither ``source`` nor any existing file (never overwrite).
 
-    A minimal local rule until the shared output-path check exists."""
+    Stricter than :func:`segdeconv.engine.outputs.check_output_file` (which refuses inputs and existing
+    checkpoints): a recomputed checkpoint always goes to a new file."""
     if not output:
         raise ConfigError("output is required: pass output=<new file>.pt")
     dst = Path(str(output)).expanduser()
@@ -40,17 +41,10 @@ def new_output_path(output: Any, source: Any) -> Path:
     return dst
 
 
-def _positive(cfg: DictConfig, key: str) -> Optional[int]:
-    v = cfg.get(key)
-    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-        raise ConfigError(f"{key}={v!r} must be null or an integer ≥ 1")
-    return v
-
-
 def recompute_bn(cfg: DictConfig) -> dict[str, Any]:
     """Recompute ``cfg.ckpt_path``'s BatchNorm statistics over ``cfg.split``; write ``cfg.output``."""
     dst = new_output_path(cfg.get("output"), cfg.ckpt_path)
-    limit, batch_size = _positive(cfg, "limit"), _positive(cfg, "batch_size")
+    limit, batch_size = cfg.get("limit"), cfg.get("batch_size")  # range-checked by config.RANGES (run_task)
     device = resolve_device(cfg.device)
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)
