@@ -196,6 +196,8 @@ def _guard_run_dir(config: Any) -> None:
     from segdeconv.engine.rundir import in_use_error, lock_holder
 
     task, info = str(config.get("task") or ""), env_info()
+    # train.py's config; experiments relabel ``task`` (camvid_segnet_cpu, …) but stay training runs
+    training = OmegaConf.select(config, "hydra.job.config_name", default=None) == "train"
     explicit = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
     run_dir = writable_location(Path(str(config.hydra.run.dir)), "hydra.run.dir")
     if not explicit and not info.enabled:
@@ -208,17 +210,18 @@ def _guard_run_dir(config: Any) -> None:
     dirs = {"hydra.run.dir": run_dir}
     if isinstance(raw, str) and "${hydra:" not in raw:
         dirs["output_dir"] = writable_location(Path(str(config.output_dir)), "output_dir")
-    resume = task == "train" and bool(OmegaConf.select(config, "trainer.resume", default=None))
+    resume = training and bool(OmegaConf.select(config, "trainer.resume", default=None))
     for key, d in dirs.items():
-        owner = run_dir_owner(d)
-        if owner and not (resume and owner[0] == "train"):
-            more = ", or continue that run with trainer.resume=auto" if task == owner[0] == "train" else ""
+        owner = run_dir_owner(d)  # (task label, what); "train" also for a checkpoints-only folder
+        same_kind = owner is not None and training and owner[0] in (task, "train")
+        if owner and not (resume and same_kind):
+            more = ", or continue that run with trainer.resume=auto" if same_kind else ""
             raise UserError(f"{key}={d} already holds {owner[1]}; this {task} run would write over its files: "
                             f"choose a new {key}=…{more}")
         holder = lock_holder(d)
         if holder:
             raise in_use_error(d, holder)
-    if task == "train":
+    if training:
         config.hydra.output_subdir = None  # recorded by the train task once it owns the run dir
 
 

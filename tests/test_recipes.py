@@ -83,7 +83,7 @@ def test_stage2_without_a_stage1_checkpoint_names_the_key(roots, tmp_path):
 # What each recipe promises (its YAML comments and README): optimizer, lr, accumulation, loss.
 PROMISES = {
     "camvid_segnet_cpu": dict(opt="AdamW", lr=2e-3, wd=2e-4, accumulate=1, batch=8, normalize="weight",
-                              weights=("median_freq", 0.5)),
+                              weights=("median_freq", 0.5), plus=("LovaszSoftmax", 1.0)),
     "camvid_segnet": dict(opt="SGD", lr=1e-3, wd=5e-4, momentum=0.9, accumulate=1, batch=4, normalize="valid",
                           weights=("segnet_tutorial", 1.0)),
     "camvid_segnet_basic": dict(opt="SGD", lr=0.1, wd=5e-4, momentum=0.9, accumulate=1, batch=12,
@@ -120,8 +120,13 @@ def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, st
     if "momentum" in p:
         assert group["momentum"] == pytest.approx(p["momentum"])
     assert tr.settings.accumulate == p["accumulate"] and tr.settings.batch_size == p["batch"]
-    assert isinstance(tr.criterion, CrossEntropy) and tr.criterion.normalize == p["normalize"]
-    got = tr.criterion.class_weights
+    ce = tr.criterion
+    if "plus" in p:  # 1·CE + w·<other term> (conf/loss/ce_lovasz.yaml)
+        assert [type(t).__name__ for t in ce.terms] == ["CrossEntropy", p["plus"][0]]
+        assert ce.weights == [1.0, p["plus"][1]]
+        ce = ce.terms[0]
+    assert isinstance(ce, CrossEntropy) and ce.normalize == p["normalize"]
+    got = ce.class_weights
     if p["weights"] is None:
         assert got is None
     else:

@@ -9,7 +9,7 @@ import pytest
 from data_helpers import dataset_cfg
 from segdeconv.data.base import apply_joint
 from segdeconv.data.transforms import (PAD_FILL, build_preset, check_transform, noh_eval,
-                                       noh_train, segnet_eval, segnet_train)
+                                       noh_train, photometric_ops, segnet_eval, segnet_train)
 from segdeconv.errors import ConfigError
 
 # label k <-> colour COLOURS[k]; label 255 (ignore) <-> the padding colour
@@ -26,11 +26,12 @@ def synthetic(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nearest_images(t: A.Compose) -> A.Compose:
-    """The same pipeline with the image also resampled NEAREST and colour jitter dropped, so a
-    pixel's colour must still name its label exactly."""
+    """The same pipeline with the image also resampled NEAREST and the image-only (colour, blur,
+    noise) steps dropped, so a pixel's colour must still name its label exactly."""
     keep = []
     for tr in t.transforms:
-        if isinstance(tr, A.ColorJitter):
+        if isinstance(tr, A.ImageOnlyTransform) or (
+                isinstance(tr, A.OneOf) and all(isinstance(c, A.ImageOnlyTransform) for c in tr.transforms)):
             continue
         if hasattr(tr, "interpolation"):
             tr.interpolation = cv2.INTER_NEAREST
@@ -59,6 +60,8 @@ def yaml_transforms() -> dict[str, A.Compose]:
 PIPELINES = {
     "segnet_train": lambda: segnet_train(),
     "segnet_train_resized": lambda: segnet_train(image_size=(200, 264), scale=0.3),
+    "segnet_train_photometric": lambda: segnet_train(image_size=(180, 240), scale=[-0.5, 1.0],
+                                                     crop_size=(176, 240), photometric=1.0),
     "segnet_eval": lambda: segnet_eval((180, 240)),
     "noh_train": lambda: noh_train(),
     "noh_train_short_side": lambda: noh_train(mode="short_side"),
@@ -102,6 +105,20 @@ def test_colour_jitter_leaves_mask_alone() -> None:
     image, mask = synthetic(64, 96)
     img, m = apply_joint(A.Compose([A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)]), image, mask)
     assert np.array_equal(m, mask) and not np.array_equal(img, image)
+
+
+def test_photometric_changes_pixels_not_labels() -> None:
+    image, mask = synthetic(64, 96)
+    t = A.Compose(photometric_ops(1.0))
+    changed = 0
+    for _ in range(5):
+        img, m = apply_joint(t, image, mask)
+        assert np.array_equal(m, mask) and img.shape == image.shape and img.dtype == image.dtype
+        changed += not np.array_equal(img, image)
+    assert changed >= 4  # gamma and hue fire with p=1 (gamma 1.0 exactly is the only no-op)
+    assert photometric_ops(0.0) == []
+    with pytest.raises(ConfigError, match="photometric=1.5"):
+        photometric_ops(1.5)
 
 
 @pytest.mark.parametrize("bad,words", [

@@ -107,6 +107,12 @@ def _fingerprint(dataset: Any, include_void: bool = False) -> str:
     h = hashlib.sha1(f"{type(dataset).__name__}|{dataset.num_classes}|{dataset.ignore_index}|"
                      f"{getattr(dataset, 'lut', np.zeros(0)).tobytes().hex()}"
                      f"{'|void' if include_void else ''}".encode())
+    if hasattr(dataset, "fingerprint"):  # generated data (SyntheticShapes): its parameters name it
+        h.update(str(dataset.fingerprint()).encode())
+        return h.hexdigest()
+    if not hasattr(dataset, "mask_paths"):
+        raise ConfigError(f"class weights from label statistics need a dataset with label files; "
+                          f"{type(dataset).__name__} has none: give loss.class_weights=[w0, w1, …] or null")
     for p in dataset.mask_paths:
         st = Path(p).stat()
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())

@@ -33,6 +33,11 @@ def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
     return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
 
 
+def _fill_colour(rng: np.random.Generator, kind: int) -> np.ndarray:
+    """Shape ``kind``'s fill: its palette colour, dimmed ×0.6–1 and jittered (σ 15)."""
+    return np.array(PALETTE[kind], dtype=np.float32) * rng.uniform(0.6, 1.0) + rng.normal(0, 15, 3)
+
+
 def render(rng: np.random.Generator, h: int, w: int, max_shapes: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """One (H,W,3) uint8 image and its (H,W) uint8 label map."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -49,7 +54,7 @@ def render(rng: np.random.Generator, h: int, w: int, max_shapes: int = 4) -> tup
         inside = _shape_mask(kind, yy, xx, cy, cx, r)
         grown = _shape_mask(kind, yy, xx, cy, cx, r + 1.5)
         shrunk = _shape_mask(kind, yy, xx, cy, cx, max(r - 1.5, 0.5))
-        colour = np.array(PALETTE[kind], dtype=np.float32) * rng.uniform(0.6, 1.0) + rng.normal(0, 15, 3)
+        colour = _fill_colour(rng, kind)
         image[inside] = colour + rng.normal(0, 10, size=(int(inside.sum()), 3))
         label[inside] = kind
         border = (border & ~shrunk) | (grown & ~shrunk)
@@ -96,6 +101,17 @@ class SyntheticShapes(Dataset):
             rng = np.random.default_rng([self.seed, _SPLIT_OFFSET[self.split] + index])
             self._cache[index] = render(rng, *self.image_size)
         return self._cache[index]
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """Item ``index``'s label map (for class statistics: ``loss.class_weights=median_freq``)."""
+        return self.sample(index)[1]
+
+    def fingerprint(self) -> str:
+        """What decides every item (the class-weight cache key)."""
+        return f"seed={self.seed} split={self.split} length={self.length} size={self.image_size}"
+
+    def __repr__(self) -> str:
+        return f"SyntheticShapes({self.fingerprint()})"
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = apply_joint(self.transform, *self.sample(index))

@@ -50,13 +50,15 @@ def _scale_limit(scale: Union[float, Sequence[float]]) -> tuple[float, float]:
 def segnet_train(image_size: Optional[Sequence[int]] = (360, 480), hflip: float = 0.5,
                  scale: Union[float, Sequence[float]] = 0.1, color_jitter: float = 0.2,
                  crop_size: Optional[Sequence[int]] = None, resize: bool = True,
-                 resize_interpolation: int = cv2.INTER_LINEAR, ignore_index: int = IGNORE_INDEX) -> A.Compose:
+                 resize_interpolation: int = cv2.INTER_LINEAR, ignore_index: int = IGNORE_INDEX,
+                 photometric: float = 0.0) -> A.Compose:
     """SegNet's CamVid recipe: full frames (360x480), mirror, mild scale and colour jitter.
 
     Resize to ``image_size`` (unless ``resize=False``), scale-jitter by ``scale`` (``0.1`` = × 0.9 … 1.1,
     or ``[lo, hi]``), pad (mask: ``ignore_index``) and crop to ``crop_size`` (default ``image_size``),
-    mirror with probability ``hflip``, colour-jitter. ``image_size=None`` keeps the native size (then
-    no scale jitter, which needs a crop size); ``scale=0`` / ``color_jitter=0`` switch those parts off.
+    mirror with probability ``hflip``, colour-jitter, then (``photometric`` > 0) :func:`photometric_ops`.
+    ``image_size=None`` keeps the native size (then no scale jitter, which needs a crop size);
+    ``scale=0`` / ``color_jitter=0`` / ``photometric=0`` switch those parts off.
     """
     ts: list[A.BasicTransform] = []
     if image_size is not None:
@@ -73,7 +75,21 @@ def segnet_train(image_size: Optional[Sequence[int]] = (360, 480), hflip: float 
     if color_jitter > 0:
         c = color_jitter
         ts.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=0.0, p=0.5))
-    return A.Compose(ts)
+    return A.Compose(ts + photometric_ops(photometric))
+
+
+def photometric_ops(p: float) -> list[A.BasicTransform]:
+    """Image-only changes of lighting and optics a new scene brings (issue #15): gamma 0.7–1.5, hue ±10
+    and saturation ±25, blur (Gaussian or motion, ≤ 5 px) and sensor noise; gamma and hue each with
+    probability ``p``, blur and noise with ``p / 2``. ``p=0``: none. Masks are untouched."""
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"transform photometric={p} must be a probability in [0, 1] (0 = off)")
+    if p == 0.0:
+        return []
+    return [A.RandomGamma(gamma_limit=(70, 150), p=p),
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=0, p=p),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=5)], p=p / 2),
+            A.GaussNoise(std_range=(0.01, 0.05), p=p / 2)]
 
 
 def segnet_eval(image_size: Optional[Sequence[int]] = None) -> A.Compose:

@@ -125,4 +125,19 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     before anything is built (median-frequency weights are cached there) and until the run ends."""
     out = Path(cfg.output_dir)
     with RunLock(out, env_info().is_main):
-        return build_trainer(cfg).fit(on_start=lambda: record_run(cfg, out))
+        metrics = build_trainer(cfg).fit(on_start=lambda: record_run(cfg, out))
+    if env_info().is_main:
+        log.info(next_steps(out, metrics))
+    return metrics
+
+
+def next_steps(out: Path, metrics: dict[str, Any]) -> str:
+    """What to do with a finished run: score, predict, look at the curves, then real data."""
+    best = shlex.quote(str(out / "checkpoints" / "best.pt"))
+    score = f" (last val mIoU {metrics['mIoU']:.4f})" if isinstance(metrics.get("mIoU"), float) else ""
+    return "\n".join([
+        f"done{score}: {out}. Next:",
+        f"  python evaluate.py ckpt_path={best}                          # score it again (per-class IoU)",
+        f"  python predict.py ckpt_path={best} input=<images> output=<new folder>   # colour masks",
+        f"  tensorboard --logdir {shlex.quote(str(out / 'tb'))}                  # curves and val predictions",
+        "  python train.py experiment=camvid_segnet_cpu dataset.root=<CamVid>   # real data (data/README.md)"])
