@@ -173,7 +173,8 @@ def prune_step_checkpoints(ckpt_dir: PathLike, keep: int, current_step: int) -> 
     return old
 
 
-INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version")
+INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version",
+                  "bn_recomputed")
 
 
 def strip_checkpoint(src: PathLike, dst: PathLike) -> Path:
