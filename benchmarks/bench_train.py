@@ -64,14 +64,23 @@ def reference_worker(model: str, steps: int) -> None:
     print(json.dumps({"img_s": s["batch"] * steps / sum(times[1:]), "cpu_img": sum(cpu[1:]) / (s["batch"] * steps)}))
 
 
+def train_overrides(model: str, images: int) -> list[str]:
+    """The train.py overrides of the benchmark setting: ``model`` on synthetic data at its SETTINGS size
+    and batch, ``images`` training images, one validation image (also used by gpu_check.py)."""
+    s = SETTINGS[model]
+    out = [f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
+           f"dataset.batch_size={s['batch']}", f"dataset.train.length={images}", "dataset.val.length=1",
+           "trainer.progress=false"]
+    if model == "deconvnet":  # the reference's optimizer (SGD, as voc_deconvnet): with 252M parameters
+        out.append("optimizer=sgd")  # AdamW's second state alone would add 1 GB
+    return out
+
+
 def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict) -> tuple[float, float, float]:
     """(img/s, CPU s/img, peak RSS GiB) of train.py with ``extra`` overrides."""
     s = SETTINGS[model]
-    base = [PY, "train.py", f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
-            f"dataset.batch_size={s['batch']}", f"dataset.train.length={s['batch'] * steps[1]}", "dataset.val.length=1",
-            "trainer.progress=false", "hydra.run.dir=/tmp/segdeconv_bench", *extra]
-    if model == "deconvnet":  # the reference's optimizer (SGD, as voc_deconvnet): with 252M parameters
-        base.append("optimizer=sgd")  # AdamW's second state alone would add 1 GB
+    base = [PY, "train.py", *train_overrides(model, s["batch"] * steps[1]), "hydra.run.dir=/tmp/segdeconv_bench",
+            *extra]
     runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"], env) for n in steps]
     images = s["batch"] * (steps[1] - steps[0])
     return (images / (runs[1].wall_s - runs[0].wall_s), (runs[1].cpu_s - runs[0].cpu_s) / images,

@@ -1,14 +1,15 @@
-"""Shared benchmark plumbing: run a command in a subprocess, get wall time and its own peak RSS."""
+"""Shared benchmark plumbing: run a command in a subprocess (wall time, its own peak RSS; or capped by a timeout)."""
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,48 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> M
         if p.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.read()[-2000:]}")
         return Measured(dt, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime, out.read())
+
+
+def run_capped(cmd: list[str], timeout_s: float, env: dict | None = None, cwd: Path = REPO,
+               every: Callable[[], None] | None = None) -> tuple[int | None, str]:
+    """Exit status (None: killed at ``timeout_s``) and stdout + stderr of ``cmd``. It runs in its own
+    process group, killed whole (torchrun's ranks, torch.compile's workers); ``every()`` runs each 0.5 s."""
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out:
+        p = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+        end = time.monotonic() + timeout_s
+        while p.poll() is None and time.monotonic() < end:
+            if every is not None:
+                every()
+            time.sleep(0.5)
+        killed = p.poll() is None
+        if killed:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        out.seek(0)
+        return (None if killed else p.returncode), out.read()
+
+
+def cause_line(text: str) -> str:
+    """The cause in a failed command's output: an ``error: …`` line (segdeconv's), else the last
+    ``…Error: …`` line that is not torchrun's ChildFailedError summary, else the last line."""
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    ours = [l for l in lines if l.startswith("error:")]
+    raised = [l for l in lines if re.match(r"[\w.]*(Error|Exception)\b.*: ", l) and "ChildFailedError" not in l]
+    return (ours or raised or lines or ["(no output)"])[-1][:200]
+
+
+def nvidia_smi(query: str) -> str:
+    """First line of ``nvidia-smi --query-gpu=<query>`` (csv, no units); "" without nvidia-smi."""
+    try:
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
 
 
 def load_line() -> str:

@@ -21,6 +21,7 @@ from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
+from segdeconv.engine.outputs import atomic_file
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
 from segdeconv.inference.montecarlo import require_dropout
@@ -78,7 +79,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         return m  # only rank 0 writes (its worst-IoU grid covers its own shard)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(m, indent=1))
+    with atomic_file(out / "metrics.json", "metrics") as tmp:  # never a half-written file
+        tmp.write_text(json.dumps(m, indent=1))
     print(format_table(m))
     if report.get("figures", True):
         files = write_report(out, cm.mat, m, worst, trained.palette, _image_names(dataset), trained.step,
