@@ -42,25 +42,6 @@ def test_items_are_a_pure_function_of_seed_split_and_index() -> None:
     assert set(np.unique(labels)) <= set(range(C)) | {255}
 
 
-def test_colour_alone_falls_short_of_the_quick_start_target() -> None:
-    """Each shape has its class's palette colour (dimmed, jittered) on a random textured background, so
-    colour is a strong cue, but the Bayes-optimal per-pixel colour rule (a 16³ RGB histogram fitted on 150
-    train images) stays below the quick start's 0.80: it confuses shapes with similar backgrounds."""
-    train = SyntheticShapes(split="train", length=150, image_size=SIZE)
-    val = SyntheticShapes(split="val", length=32, image_size=SIZE)
-    table = np.zeros((16**3, C))
-
-    def code(x: np.ndarray) -> np.ndarray:
-        return (x // 16).astype(int) @ np.array([256, 16, 1])
-
-    for i in range(len(train)):
-        x, y = train.sample(i)
-        k = y != 255
-        np.add.at(table, (code(x[k]), y[k].astype(int)), 1)
-    score = miou((table[code(x)].argmax(-1), y) for x, y in (val.sample(i) for i in range(len(val))))
-    assert 0.5 < score < 0.80, score
-
-
 @pytest.mark.parametrize("factor,at_most", [(32, 0.45), (16, 0.70)])
 def test_a_coarse_grid_cannot_reach_the_quick_start_score(factor: int, at_most: float) -> None:
     """Even perfect labels on the encoder's 1/32 (or 1/16) grid score below 0.80: the decoder's

@@ -150,7 +150,7 @@ def test_module_tree_and_state_dict_do_not_depend_on_lean():
 
 
 def test_shipped_checkpoint_loads_lean_and_trains_like_the_plain_graph():
-    """checkpoints/camvid_segnet_cpu.pt (saved before model.lean existed) loads with lean on by
+    """checkpoints/camvid_segnet_cpu.pt loads with lean on by
     default; eval outputs and a training step equal the plain graph's."""
     from segdeconv import load_trained
 
