@@ -4,7 +4,7 @@
     python benchmarks/bench_infer.py --model deconvnet  # DeconvNet 224×224 batch 8
 
 Ours = BN folded into the convs, compact switches, ``torch.inference_mode``, bf16 autocast where the
-CPU has native bf16 (fp32 otherwise), optionally onnxruntime. Reference = eval-mode fp32 eager
+CPU has native bf16 (fp32 otherwise), optionally onnxruntime and int8 (``quantize=int8``, with torchao). Reference = eval-mode fp32 eager
 (benchmarks/reference.py) under ``torch.no_grad``. Rounds alternate between configs so machine noise
 hits all alike; the best round counts. Also checks that the fp32 fused model matches the unfused one.
 """
@@ -66,6 +66,20 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
     return lambda v: run(v.numpy())
 
 
+def int8_runner(model: torch.nn.Module, x: torch.Tensor):
+    """(run, compile seconds) of the int8 model (``quantize=int8``), or (None, 0) without torchao.
+    Calibrated on ``x`` itself: fine for timing (random inputs); accuracy is evaluate.py's job."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        return None, 0.0
+    from segdeconv.inference.quantize import quantize_int8
+
+    t = time.perf_counter()
+    q = quantize_int8(copy.deepcopy(model), [x])  # includes the first (compiling) call: the parity check
+    return q, time.perf_counter() - t
+
+
 def fold_error(model: torch.nn.Module, fused: torch.nn.Module, x: torch.Tensor) -> str:
     """BN folding is exact algebra: in fp64 the folded model matches to ~1e-15. In fp32, rounding
     (~1e-6) can flip max-pool near-ties — the 2×2 window's top two inputs within rounding — and the
@@ -121,6 +135,10 @@ def main() -> None:
     ort_run = onnxruntime_runner(fused, x)
     if ort_run is not None:
         rows.append(("onnxruntime (fp32, BN folded; `python export.py format=onnx`)", ort_run))
+    q, compile_s = int8_runner(ours, x)
+    if q is not None:
+        rows.append((f"**segdeconv int8** (`quantize=int8`: PT2E X86 quantizer + torch.compile, freezing"
+                     f"{'; float ops in bf16' if q.mixed_bf16 else ''})", q))
     speeds = timed(rows, x, a.rounds)
     ref_s = speeds[rows[0][0]]
     print(f"\n{machine_line()}\n\n{a.model} {s['size'][0]}×{s['size'][1]}, batch {s['batch']}, inference "
@@ -129,6 +147,9 @@ def main() -> None:
     for name, v in speeds.items():
         print(f"| {name} | {v:.3f} | {v / ref_s:.2f}× | {v * gflop:.0f} |")
     print(f"\nBN folding exactness: {err}")
+    if q is not None:
+        print(f"int8: export + calibration + compile {compile_s:.0f} s (once per process and batch size); "
+              f"parity on the random calibration batch {q.parity}")
 
 
 if __name__ == "__main__":

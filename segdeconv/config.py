@@ -77,6 +77,7 @@ POSITIVE, FLAG = _real(0, gt=True), Knob(bool)
 RANGES: dict[str, Knob] = {
     "trainer.max_epochs": _int(1), "trainer.max_steps": _int(1, null=True), "trainer.accumulate_grad_batches": _int(1),
     "trainer.grad_clip": _real(0, gt=True, null=True), "trainer.seed": _int(0), "trainer.val_every_epochs": _int(1),
+    "trainer.ema_decay": _real(0, 1, gt=True, lt=True, null=True),
     "trainer.log_every_steps": _int(1), "trainer.log_images": _int(0), "trainer.keep_last": _int(1),
     "trainer.checkpoint_every_steps": _int(1, null=True), "trainer.skip_nonfinite_steps": _int(0),
     "trainer.dist_timeout_s": POSITIVE, "trainer.limit_train_images": _int(1, null=True),
@@ -100,6 +101,7 @@ RANGES: dict[str, Knob] = {
     "evaluate:batch_size": _int(1, null=True), "evaluate:num_workers": _int(0, null=True), "report.worst_k": _int(0),
     "report.figures": FLAG, "report.tensorboard": FLAG, "report.bf_score": FLAG,
     "predict:batch_size": _int(1), "alpha": _real(0, 1), "recursive": FLAG, "optimize": FLAG, "progress": FLAG,
+    "calibration_images": _int(1),
     "tta.flip": FLAG, "tta.scales": _real(0, 8, gt=True, each=True),
     "sliding.window": _int(1, each=True, null=True), "sliding.stride": _int(1, each=True, null=True),
     "crf.enabled": FLAG, "crf.iterations": _int(1), "crf.gaussian_sxy": POSITIVE, "crf.gaussian_compat": _real(0),
@@ -183,10 +185,10 @@ def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
     model = model_from_config(cfg.model, "model", pretrained=True)
     init_from = cfg.model.get("init_from")
     if init_from:
-        from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
+        from segdeconv.engine.checkpoint import load_checkpoint, load_model_state, weights_key
 
         ckpt = load_checkpoint(str(init_from), key="model.init_from")
-        load_model_state(model, ckpt["model"], f"model.init_from={init_from}")
+        load_model_state(model, ckpt[weights_key(ckpt)], f"model.init_from={init_from}")
         log.info("model weights from %s (step %s)", init_from, ckpt.get("step"))
     return model.to(device)
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from segdeconv.config import model_from_config
-from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
+from segdeconv.engine.checkpoint import load_checkpoint, load_model_state, weights_key
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import CheckpointError
 from segdeconv.palette import default_palette
@@ -67,7 +67,7 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu", key: 
         raise CheckpointError(f"{path} has no model config; it was not written by segdeconv's trainer")
     dev = resolve_device(device) if isinstance(device, str) else device
     model = model_from_config(cfg["model"], f"{path}: model")
-    load_model_state(model, ckpt["model"], path)
+    load_model_state(model, ckpt[weights_key(ckpt)], path)
     model = model.to(dev).eval()
     n = int(model.num_classes)
     dataset_cfg, trainer = dict(cfg.get("dataset") or {}), cfg.get("trainer") or {}

@@ -1,5 +1,7 @@
 """Every config composes, and every model×dataset pair instantiates with matching class counts."""
 
+import os
+
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -79,3 +81,17 @@ def test_channels_last_auto_follows_the_hardware(monkeypatch):
     assert runtime.resolve_channels_last(True, cpu, None) is True
     with pytest.raises(ConfigError, match="trainer.channels_last"):
         runtime.resolve_channels_last("yes", cpu, None)
+
+
+@pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}])
+def test_an_instruction_set_capped_below_bf16_is_not_native_bf16(env):
+    """Capping the kernels' ISA (as users and our AVX2 emulation do) makes bf16 emulated: auto must not pick it."""
+    import subprocess
+    import sys
+
+    code = ("from segdeconv.engine.runtime import cpu_has_native_bf16, resolve_precision; import torch; "
+            "print(cpu_has_native_bf16(), resolve_precision('auto', torch.device('cpu')))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "None"]

@@ -127,6 +127,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             f"for raw VGG weights use model.encoder.weights=… instead"
         )
     ckpt["model"] = strip_prefixes(ckpt["model"])
+    if ckpt.get("ema_model") is not None:
+        ckpt["ema_model"] = strip_prefixes(ckpt["ema_model"])
     return ckpt
 
 
@@ -174,7 +176,13 @@ def prune_step_checkpoints(ckpt_dir: PathLike, keep: int, current_step: int) -> 
 
 
 INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version",
-                  "bn_recomputed")
+                  "bn_recomputed", "ema_updates")
+
+
+def weights_key(ckpt: Mapping[str, Any]) -> str:
+    """Where the weights inference uses are: ``ema_model`` when the run averaged them (``trainer.ema_decay``:
+    validation scored the average), else ``model``."""
+    return "ema_model" if ckpt.get("ema_model") is not None else "model"
 
 
 def strip_checkpoint(src: PathLike, dst: PathLike) -> Path:
@@ -185,4 +193,4 @@ def strip_checkpoint(src: PathLike, dst: PathLike) -> Path:
     """
     check_output_file(dst, [src], "dst")
     ckpt = load_checkpoint(src)
-    return save_checkpoint({k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}, dst)
+    return save_checkpoint({**{k: ckpt[k] for k in INFERENCE_KEYS if k in ckpt}, "model": ckpt[weights_key(ckpt)]}, dst)

@@ -126,7 +126,7 @@ RESUME_POLICY: dict[str, str] = {
     "loss": WARN,
     "trainer": FREE, "trainer.seed": REFUSE, "trainer.accumulate_grad_batches": REFUSE,
     "trainer.limit_train_images": REFUSE, "trainer.max_epochs": WARN, "trainer.max_steps": WARN,
-    "trainer.grad_clip": WARN, "trainer.precision": WARN, "trainer.skip_nonfinite_steps": WARN,
+    "trainer.ema_decay": REFUSE, "trainer.grad_clip": WARN, "trainer.precision": WARN, "trainer.skip_nonfinite_steps": WARN,
     "trainer.limit_val_images": WARN, "trainer.val_every_epochs": WARN,
     "output_dir": FREE, "task": FREE,
 }
@@ -169,9 +169,13 @@ def check_resume_config(path: PathLike, was: Mapping[str, Any], now: Mapping[str
 
 
 def restore_state(path: PathLike, ckpt: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any, scaler: Optional[torch.amp.GradScaler]) -> LoopState:
-    """Load weights, optimizer/scheduler/scaler state and RNG from ``ckpt``; return its loop counters."""
+                  scheduler: Any, scaler: Optional[torch.amp.GradScaler], ema: Any = None) -> LoopState:
+    """Load weights, optimizer/scheduler/scaler state, the weight EMA and RNG from ``ckpt``; return its
+    loop counters. An EMA the checkpoint lacks starts again from the restored weights."""
     load_model_state(model, ckpt["model"], path)
+    if ema is not None:
+        ema.restore(ckpt if ckpt.get("ema_model") is not None else {"ema_model": model.state_dict(),
+                                                                     "ema_updates": 0})
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -201,8 +205,8 @@ def load_history(out_dir: Path, state: LoopState) -> list[dict]:
 
 
 def resume_run(resume: Optional[str], out_dir: Path, is_main: bool, config: Mapping[str, Any], model: nn.Module,
-               optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Optional[torch.amp.GradScaler]
-               ) -> Optional[tuple[Path, LoopState, list[dict]]]:
+               optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Optional[torch.amp.GradScaler],
+               ema: Any = None) -> Optional[tuple[Path, LoopState, list[dict]]]:
     """The whole resume: :func:`resume_point`, :func:`check_resume_config` (refuse or log each change),
     :func:`restore_state`; returns ``(checkpoint, loop state, validation history)`` or None (fresh run)."""
     found = resume_point(resume, out_dir / "checkpoints", is_main)
@@ -210,7 +214,7 @@ def resume_run(resume: Optional[str], out_dir: Path, is_main: bool, config: Mapp
         return None
     path, ckpt = found
     changes = check_resume_config(path, ckpt.get("config") or {}, config)
-    state = restore_state(path, ckpt, model, optimizer, scheduler, scaler)
+    state = restore_state(path, ckpt, model, optimizer, scheduler, scaler, ema)
     history = list(ckpt["history"]) if "history" in ckpt else load_history(out_dir, state)
     for line in changes if is_main else []:
         log.warning("trainer.resume: %s", line)

@@ -5,6 +5,7 @@ GPU: Ampere+). On an AVX2-only CPU bf16 is emulated and ~50× slower, so ``auto`
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,14 +18,32 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU executes bf16 matmuls/convs in hardware (avx512_bf16 or AMX)."""
+def _isa_capped(needs: tuple[str, ...]) -> bool:
+    """True when ``ATEN_CPU_CAPABILITY`` (or an old CPU) or ``ONEDNN_MAX_CPU_ISA`` limits the kernels to an
+    instruction set below the extensions named in ``needs`` (oneDNN ISA names)."""
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2"):
+        return True
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return isa != "ALL" and not any(k in isa for k in needs)
+
+
+def _probe(*names: str) -> bool:
     cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        fn = getattr(cpu, probe, None)
-        if fn is not None and fn():
-            return True
-    return False
+    return any(getattr(cpu, n, None) is not None and getattr(cpu, n)() for n in names)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU executes bf16 matmuls/convs in hardware (avx512_bf16 or AMX) and the kernels may
+    use it: ``ATEN_CPU_CAPABILITY=avx2`` or a ``ONEDNN_MAX_CPU_ISA`` without bf16 caps them to an older
+    instruction set, where bf16 is emulated (~50× slower), so then it is False."""
+    return not _isa_capped(("BF16", "AMX")) and _probe("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def cpu_has_vnni() -> bool:
+    """True where oneDNN's int8 convolutions may use VNNI (or AMX) dot products. Without them (AVX2 and
+    AVX-512 before VNNI) u8×s8 pairs are summed in int16 (``vpmaddubsw``), which saturates for full-range
+    uint8 activations."""
+    return not _isa_capped(("VNNI", "BF16", "AMX")) and _probe("_is_vnni_supported", "_is_amx_tile_supported")
 
 
 def describe_cpu() -> str:

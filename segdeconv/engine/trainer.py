@@ -37,6 +37,7 @@ from segdeconv.engine.resume import resume_run
 from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import capture_rng
 from segdeconv.engine.trackers import Loggers, open_loggers
+from segdeconv.engine.ema import WeightEMA
 from segdeconv.engine.runtime import Runtime
 from segdeconv.engine.step import LoopState, StepConfig, StopRequest, Throughput, train_batches
 from segdeconv.errors import ConfigError
@@ -66,6 +67,7 @@ class TrainSettings:
     progress: bool = True
     sync_bn: bool = False
     compile: bool = False
+    ema_decay: Optional[float] = None  # validate/ship an EMA of the weights (engine/ema.py)
     resume: Optional[str] = None  # None | "auto" | a checkpoint path
     ignore_index: int = 255
     resume_command: str = "python train.py … trainer.resume=auto"  # printed when a signal stops the run
@@ -95,6 +97,7 @@ class Trainer:
         self.stop = StopRequest()
         self.model, self.train_model = training_model(model, self.device, self.dist, runtime.channels_last,
                                                       settings.sync_bn, settings.compile)
+        self.ema = WeightEMA(unwrap(self.model), settings.ema_decay) if settings.ema_decay else None
         self.tb: Optional[Loggers] = None
 
     def _loaders(self) -> None:
@@ -187,6 +190,8 @@ class Trainer:
             ips = speed.add(images * self.dist.world_size)
             lr = self.optimizer.param_groups[0]["lr"]
             st.losses.append(loss)
+            if self.ema is not None:
+                self.ema.update(unwrap(self.model))
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
             if self.tb is not None and st.step % s.log_every_steps == 0:
                 self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, st.step)
@@ -211,7 +216,8 @@ class Trainer:
                 grid.extend(zip(images.cpu(), masks.cpu(), pred.cpu()))
 
         t0 = time.perf_counter()
-        cm = evaluate(self.model, self.val_loader, self.model.num_classes, self.device, self.rt.amp_dtype,
+        model = self.ema.module if self.ema is not None else self.model  # what is shipped is what is scored
+        cm = evaluate(model, self.val_loader, self.model.num_classes, self.device, self.rt.amp_dtype,
                       self.settings.ignore_index, self.rt.channels_last, on_batch=keep)
         cm.all_reduce()
         m = cm.compute(self.class_names)
@@ -230,6 +236,7 @@ class Trainer:
         """Everything a bit-exact resume needs (plus the config/classes to rebuild the model)."""
         return {
             "model": unwrap(self.model).state_dict(),  # BatchNorm running statistics included
+            **(self.ema.checkpoint() if self.ema is not None else {}),  # ema_model: what inference loads
             "optimizer": self.optimizer.state_dict(),  # momentum / Adam moments
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -298,7 +305,7 @@ class Trainer:
     def resume(self) -> Optional[Path]:
         """Continue from ``settings.resume`` (:func:`~segdeconv.engine.resume.resume_run`); its path or None."""
         found = resume_run(self.settings.resume, self.out, self.dist.is_main, self.config, unwrap(self.model),
-                           self.optimizer, self.scheduler, self.scaler)
+                           self.optimizer, self.scheduler, self.scaler, self.ema)
         if found is None:
             return None
         path, self.state, self.history = found

@@ -40,6 +40,7 @@ from segdeconv.palette import colorize, overlay
 from segdeconv.models.fuse import fold_batchnorm
 from segdeconv.engine.runtime import resolve_channels_last, resolve_precision
 from segdeconv.inference.montecarlo import MCDropout, mc_predict_fn, require_dropout
+from segdeconv.inference.quantize import check_int8_strategy, check_quantize, quantize_int8
 from segdeconv.inference.strategies import make_predict_fn, plain
 from segdeconv.trained import load_trained
 
@@ -115,7 +116,8 @@ class Predictor:
     def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: Optional[str] = None,
                         tta: Any = None, window: Any = None, input_size: SizeSpec = "auto",
                         crf: Any = None, optimize: bool = True, mc_samples: Optional[int] = None,
-                        mc_seed: int = 0) -> "Predictor":
+                        mc_seed: int = 0, quantize: Optional[str] = None,
+                        calibration: Iterable[ImageInput] = ()) -> "Predictor":
         """Load ``path`` safely (``weights_only``) and rebuild the model from its stored config.
 
         ``precision``: None = the checkpoint's ``trainer.precision``; ``tta``: ``{"flip": bool,
@@ -126,9 +128,12 @@ class Predictor:
         benchmarks/README.md); fp32 logits move by ~1e-6 (a max-pool near-tie may pick the other
         switch). ``False`` runs the model exactly as ``evaluate.py`` does. ``mc_samples``: Monte-Carlo
         dropout passes per image (a Bayesian SegNet checkpoint; not combined with tta/window/crf), seeded
-        with ``mc_seed`` (:class:`~segdeconv.inference.montecarlo.MCDropout`).
+        with ``mc_seed`` (:class:`~segdeconv.inference.montecarlo.MCDropout`). ``quantize="int8"``: see
+        :meth:`quantize` (``calibration``: its images).
         """
         predict_fn = make_predict_fn(tta, window, crf, mc_samples, mc_seed)  # config errors first
+        if check_quantize(quantize):
+            check_int8_strategy(tta, window, mc_samples)
         trained = load_trained(path, device)
         if mc_samples is not None:
             require_dropout(trained.model, f"ckpt_path={path}")
@@ -140,7 +145,22 @@ class Predictor:
             model = fold_batchnorm(model, inplace=True)
             channels_last = resolve_channels_last("auto", dev, amp, inference=True)
             model = model.to(memory_format=torch.channels_last) if channels_last else model
-        return cls(model, trained.class_names, trained.palette, dev, amp, predict_fn, size, channels_last)
+        p = cls(model, trained.class_names, trained.palette, dev, amp, predict_fn, size, channels_last)
+        return p.quantize(calibration) if check_quantize(quantize) else p
+
+    def quantize(self, images: Iterable[ImageInput], max_images: int = 16, batch_size: int = 4) -> "Predictor":
+        """Run an int8 model from now on (:func:`~segdeconv.inference.quantize.quantize_int8`: PT2E static
+        PTQ, CPU), calibrated on the first ``max_images`` of ``images`` (resized as inputs are; a few
+        representative photos). Needs a fixed ``input_size``; not with Monte-Carlo dropout."""
+        if self.input_size is None:
+            raise UserError("quantize=int8 needs a fixed input size (input_size=auto, train or [H, W]): the int8 "
+                            "program is compiled for one size")
+        check_int8_strategy(mc_samples=self.mc.samples if self.mc is not None else None)
+        x = [self._prepare(to_rgb(im)) for im, _ in zip(images, range(max_images))]
+        batches = [torch.stack(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        self.model = quantize_int8(self.model.to(memory_format=torch.contiguous_format), batches, len(batches))
+        self.amp_dtype, self.channels_last = None, False
+        return self
 
     # ------------------------------------------------------------------ core
     def _prepare(self, rgb: np.ndarray) -> Tensor:

@@ -25,6 +25,8 @@ from segdeconv.engine.outputs import atomic_file
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
 from segdeconv.inference.montecarlo import require_dropout
+from segdeconv.inference.quantize import (Int8Model, check_int8_strategy, check_quantize, describe_parity,
+                                         quantize_int8, require_int8)
 from segdeconv.inference.strategies import describe, make_predict_fn
 from segdeconv.trained import load_trained
 
@@ -41,6 +43,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)
     mc = (cfg.get("mc_samples"), cfg.get("mc_seed", 0))
+    quant = check_quantize(cfg.get("quantize"))
+    if quant:
+        require_int8(device)
+        check_int8_strategy(cfg.get("tta"), (cfg.get("sliding") or {}).get("window"), mc[0])
     predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc)  # config errors first
     if mc[0] is not None:
         require_dropout(trained.model, f"ckpt_path={cfg.ckpt_path}")
@@ -58,10 +64,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         if bf is not None:
             bf.update(pred, masks)
 
-    t0 = time.perf_counter()
     # the layout training validated with (NHWC vs NCHW can move bf16 logits by an ulp): same numbers
     channels_last = resolve_channels_last(trained.channels_last, device, amp_dtype)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
+    if quant:  # the checkpoint's own numbers first, then the int8 model's on the same images
+        reference = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
+                             predict=predict).compute(trained.class_names)
+        model, amp_dtype, channels_last = _int8_model(trained, cfg, loader.batch_size), None, False
+    t0 = time.perf_counter()
     cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
                   predict=predict, on_batch=on_batch)
     cm.all_reduce()  # torchrun: each rank saw its own unpadded shard; the sum is the whole split
@@ -73,8 +83,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if bf is not None:  # boundary F1 (SegNet TPAMI §4): bf_score, per_class_bf, image_bf
         m.update(bf.compute(trained.class_names))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
-             precision=str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
+             precision=model.precision if quant else str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
              **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc))
+    if quant:
+        m.update(_int8_report(m, reference, model))
     if not info.is_main:
         return m  # only rank 0 writes (its worst-IoU grid covers its own shard)
     out = Path(cfg.output_dir)
@@ -88,6 +100,26 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         log.info("figures: %s", ", ".join(files.values()))
     print(f"{len(dataset)} images, {m['images_per_s']:.2f} img/s; metrics written to {out / 'metrics.json'}")
     return m
+
+
+def _int8_model(trained: Any, cfg: DictConfig, batch_size: int) -> Int8Model:
+    """The checkpoint's model quantized to int8, calibrated on the first ``calibration_images`` images of
+    ``calibration_split`` (the training images by default: never the images being scored; a whole
+    number of batches)."""
+    split = str(cfg.get("calibration_split") or "train")
+    n = int(cfg.get("calibration_images") or 32)
+    data = split_dataset(trained.dataset_cfg, cfg.get("dataset"), split, ckpt_path=cfg.ckpt_path)
+    loader = eval_loader(data, batch_size, 0, torch.device("cpu"))
+    return quantize_int8(trained.model, (images for images, _ in loader), max_batches=-(-n // batch_size))
+
+
+def _int8_report(m: dict[str, Any], reference: dict[str, Any], qmodel: Int8Model) -> dict[str, Any]:
+    """metrics.json keys of an int8 evaluation: the reference's mIoU / pixel accuracy and the deltas."""
+    d_miou, d_acc = m["mIoU"] - reference["mIoU"], m["pixel_acc"] - reference["pixel_acc"]
+    print(f"int8: mIoU {100 * m['mIoU']:.2f} vs {100 * reference['mIoU']:.2f} unquantized "
+          f"(Δ {100 * d_miou:+.2f} points), pixel accuracy Δ {100 * d_acc:+.2f}; {describe_parity(qmodel.parity)}")
+    return {"quantize": "int8", "reference_mIoU": reference["mIoU"], "reference_pixel_acc": reference["pixel_acc"],
+            "mIoU_delta": d_miou, "pixel_acc_delta": d_acc, "int8_parity": qmodel.parity}
 
 
 def _image_names(dataset: Any) -> Optional[list[str]]:

@@ -25,6 +25,7 @@ from segdeconv.engine.outputs import check_output_dir
 from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
+from segdeconv.inference.quantize import check_quantize
 from segdeconv.engine.logger import progress
 from segdeconv.palette import palette_array
 
@@ -106,6 +107,7 @@ def _predictions(p: Predictor, sources: Any, batch_size: int, on_error: Any, mea
 def predict_files(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image of ``cfg.input`` into ``cfg.output`` (see the module docstring)."""
     mc = cfg.get("mc_samples")
+    check_quantize(cfg.get("quantize"))
     kinds = _kinds(cfg.save, mc is not None)
     measure = check_measure(str(cfg.get("uncertainty_map", "entropy"))) if "uncertainty" in kinds else None
     inputs, root, dangling = collect_inputs(str(cfg.input), bool(cfg.recursive))
@@ -115,7 +117,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
                                   cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
                                   _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)),
-                                  mc, cfg.get("mc_seed", 0))
+                                  mc, cfg.get("mc_seed", 0), cfg.get("quantize"),
+                                  _calibration(cfg, inputs))
     if len(p.class_names) > 256:
         raise UserError(f"{len(p.class_names)} classes do not fit an 8-bit index PNG")
     lut, name_of = palette_array(p.palette), dict(zip(inputs, names))
@@ -141,6 +144,18 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
           (f"; skipped {len(skipped)} unreadable: {', '.join(skipped[:5])}{' …' if len(skipped) > 5 else ''}"
            if skipped else ""))
     return {"predicted": done, "skipped": skipped, "output": str(out)}
+
+
+def _calibration(cfg: DictConfig, inputs: Sequence[Path]) -> list[Path]:
+    """int8 calibration images: ``calibration=<folder>``, else the first ``calibration_images`` inputs."""
+    if not cfg.get("quantize"):
+        return []
+    n = int(cfg.get("calibration_images") or 16)
+    folder = cfg.get("calibration")
+    if folder is None:
+        return list(inputs[:n])
+    files, _, _ = collect_inputs(str(folder), False)
+    return files[:n]
 
 
 def _quiet_decoder() -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import Subset
 
 from segdeconv.config import split_dataset
 from segdeconv.engine.bn_stats import batch_norms, bn_loader, recompute_bn_statistics
-from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint
+from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint, weights_key
 from segdeconv.engine.runtime import resolve_device, resolve_precision
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
@@ -56,7 +56,7 @@ def recompute_bn(cfg: DictConfig) -> dict[str, Any]:
     loader = bn_loader(dataset, batch_size, int(workers), device)
     recompute_bn_statistics(trained.model, loader, device, amp_dtype)
     ckpt = load_checkpoint(cfg.ckpt_path)
-    ckpt["model"] = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
+    ckpt[weights_key(ckpt)] = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
     info = {"split": str(cfg.split), "images": len(dataset), "batch_size": batch_size}
     ckpt["bn_recomputed"] = info
     save_checkpoint(ckpt, dst)

@@ -43,6 +43,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         checkpoint_every_steps=int(t.checkpoint_every_steps) if t.get("checkpoint_every_steps") else None,
         keep_last=int(t.keep_last), progress=bool(t.progress), sync_bn=bool(t.get("sync_bn")),
         compile=bool(t.compile), resume=str(t.resume) if t.resume else None,
+        ema_decay=float(t.ema_decay) if t.get("ema_decay") else None,
         ignore_index=int(cfg.loss.ignore_index), resume_command=resume_command(out),
     )
 
