@@ -189,7 +189,8 @@ def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
 
         ckpt = load_checkpoint(str(init_from), key="model.init_from")
         load_model_state(model, ckpt[weights_key(ckpt)], f"model.init_from={init_from}")
-        log.info("model weights from %s (step %s)", init_from, ckpt.get("step"))
+        log.info("model weights from %s (step %s%s)", init_from, ckpt.get("step"),
+                 ", its EMA weights" if weights_key(ckpt) == "ema_model" else "")
     return model.to(device)
 
 

@@ -51,14 +51,14 @@ def test_int8_predictor_is_really_quantized_and_agrees_with_float(predictors, sy
     assert int8_p.amp_dtype is None and "Int8Model" in repr(int8_p)
 
 
-def test_int8_smaller_batches_are_padded_not_recompiled_and_rows_are_independent(predictors):
+def test_int8_batches_up_to_half_a_compiled_size_are_padded_to_it_and_rows_stay_independent(predictors):
     _, int8_p = predictors
     q = int8_p.model
     x = torch.randn(4, 3, *q.input_hw)
     full = q(x)
     sizes = set(q._batch_sizes)
     part = q(x[:3])
-    assert q._batch_sizes == sizes  # served by an already compiled batch size
+    assert q._batch_sizes == sizes and 4 in sizes  # 3 rows served by the compiled batch of 4
     torch.testing.assert_close(part, full[:3], rtol=0, atol=1e-5)
     assert part.shape == (3, q.num_classes, *q.input_hw) and part.dtype == torch.float32
 
@@ -165,8 +165,21 @@ def test_int8_on_an_avx2_only_cpu_is_right():
 
 @pytest.mark.parametrize("extra, match", [(["sliding.window=[32,32]"], "one input size"),
                                           (["mc_samples=2"], "cannot be combined")])
-def test_evaluate_int8_refuses_what_it_cannot_run_before_any_work(tiny_ckpt, tmp_path, extra, match):
+def test_evaluate_int8_refuses_what_it_cannot_run_before_scoring(tiny_ckpt, tmp_path, extra, match):
     r = run_cli("evaluate.py", [f"ckpt_path={tiny_ckpt}", "quantize=int8", f"hydra.run.dir={tmp_path / 'h'}", *extra])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and match in errors[0], r.stderr
+
+
+def test_predict_int8_writes_outputs_calibrated_on_the_requested_number_of_inputs(tmp_path, synthetic_images):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, im in enumerate(synthetic_images[:3]):
+        Image.fromarray(im).save(src / f"{i}.png")
+    r = run_cli("predict.py", [f"ckpt_path={SHIPPED}", f"input={src}", f"output={tmp_path / 'out'}", "quantize=int8",
+                               "calibration_images=2", "save=[index]", "progress=false",
+                               f"hydra.run.dir={tmp_path / 'h'}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "calibrated on 2 images of 180×240" in r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "index").iterdir()) == ["0.png", "1.png", "2.png"]

@@ -235,7 +235,7 @@ def test_deterministic_and_allowed_in_deterministic_mode(layout):
     """F.max_unpool2d raises under torch.use_deterministic_algorithms (even on CPU); ours runs."""
     x = torch.randint(0, 2, (2, 16, 20, 22)).float().contiguous(memory_format=layout)
     x.requires_grad_()
-    prev = torch.are_deterministic_algorithms_enabled()
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True)
     try:
         runs = []
@@ -245,7 +245,7 @@ def test_deterministic_and_allowed_in_deterministic_mode(layout):
             (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
             runs.append((y, code, out, grad))
     finally:
-        torch.use_deterministic_algorithms(prev)
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 

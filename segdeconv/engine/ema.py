@@ -1,9 +1,11 @@
 """Exponential moving average of the weights (``trainer.ema_decay``), validated and shipped in their place.
 
-Polyak & Juditsky (1992) averaging in its exponential form, as timm's ``ModelEmaV3`` and mmseg's
-``EMAHook`` do it: after every optimizer step ``ema = d·ema + (1 − d)·weights``, BatchNorm running
-statistics included, with the usual warm-up ``d_t = min(d, (1 + t) / (10 + t))`` so that the early,
-random weights are forgotten quickly. Built on :class:`torch.optim.swa_utils.AveragedModel` (its
+Polyak & Juditsky (1992) averaging in its exponential form (as timm's ``ModelEma*`` and mmengine's
+``ExponentialMovingAverage``): after every optimizer step ``ema = d·ema + (1 − d)·weights``, BatchNorm
+running statistics included, with TensorFlow's ``ExponentialMovingAverage(num_updates=t)`` warm-up
+``d_t = min(d, (1 + t) / (10 + t))`` so that the early, random weights are forgotten quickly. Under
+torchrun the averaged buffers are broadcast from rank 0 after each update (without ``sync_bn`` every
+rank's BatchNorm statistics differ a little), so every rank validates and saves the same average. Built on :class:`torch.optim.swa_utils.AveragedModel` (its
 ``use_buffers`` averaging and step counter); the decay is computed on the device, so an update never
 waits on it. Integer buffers (``num_batches_tracked``) are copied, not averaged.
 """
@@ -41,6 +43,9 @@ class WeightEMA(AveragedModel):
 
     def update(self, model: nn.Module) -> None:
         self.update_parameters(model)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buf in self.module.buffers():  # the parameters are already equal on every rank (DDP)
+                torch.distributed.broadcast(buf, src=0)
 
     def train(self, mode: bool = True) -> "WeightEMA":
         """Always eval: the average is only ever used for validation and inference."""

@@ -36,14 +36,14 @@ def cpu_has_native_bf16() -> bool:
     """True where the CPU executes bf16 matmuls/convs in hardware (avx512_bf16 or AMX) and the kernels may
     use it: ``ATEN_CPU_CAPABILITY=avx2`` or a ``ONEDNN_MAX_CPU_ISA`` without bf16 caps them to an older
     instruction set, where bf16 is emulated (~50× slower), so then it is False."""
-    return not _isa_capped(("BF16", "AMX")) and _probe("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return not _isa_capped(("BF16", "AMX", "FP16", "AVX10")) and _probe("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 def cpu_has_vnni() -> bool:
     """True where oneDNN's int8 convolutions may use VNNI (or AMX) dot products. Without them (AVX2 and
     AVX-512 before VNNI) u8×s8 pairs are summed in int16 (``vpmaddubsw``), which saturates for full-range
     uint8 activations."""
-    return not _isa_capped(("VNNI", "BF16", "AMX")) and _probe("_is_vnni_supported", "_is_amx_tile_supported")
+    return not _isa_capped(("VNNI", "BF16", "AMX", "FP16", "AVX10")) and _probe("_is_vnni_supported", "_is_amx_tile_supported")
 
 
 def describe_cpu() -> str:

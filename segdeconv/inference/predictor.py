@@ -22,6 +22,7 @@ softmax of N seeded dropout passes (BatchNorm in eval mode, BN folding keeps the
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -146,19 +147,18 @@ class Predictor:
             channels_last = resolve_channels_last("auto", dev, amp, inference=True)
             model = model.to(memory_format=torch.channels_last) if channels_last else model
         p = cls(model, trained.class_names, trained.palette, dev, amp, predict_fn, size, channels_last)
-        return p.quantize(calibration) if check_quantize(quantize) else p
+        return p.quantize(calibration, max_images=None) if check_quantize(quantize) else p
 
-    def quantize(self, images: Iterable[ImageInput], max_images: int = 16, batch_size: int = 4) -> "Predictor":
+    def quantize(self, images: Iterable[ImageInput], max_images: Optional[int] = 16, batch_size: int = 4
+                 ) -> "Predictor":
         """Run an int8 model from now on (:func:`~segdeconv.inference.quantize.quantize_int8`: PT2E static
-        PTQ, CPU), calibrated on the first ``max_images`` of ``images`` (resized as inputs are; a few
-        representative photos). Needs a fixed ``input_size``; not with Monte-Carlo dropout."""
-        if self.input_size is None:
-            raise UserError("quantize=int8 needs a fixed input size (input_size=auto, train or [H, W]): the int8 "
-                            "program is compiled for one size")
-        check_int8_strategy(mc_samples=self.mc.samples if self.mc is not None else None)
-        x = [self._prepare(to_rgb(im)) for im, _ in zip(images, range(max_images))]
+        PTQ, CPU), calibrated on the first ``max_images`` (None: all) of ``images`` (resized as inputs are;
+        a few representative photos). Needs a fixed ``input_size``; not with Monte-Carlo dropout."""
+        check_int8_strategy(mc_samples=self.mc.samples if self.mc is not None else None, native=self.input_size is None)
+        x = [self._prepare(to_rgb(im)) for im in itertools.islice(images, max_images)]
         batches = [torch.stack(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        self.model = quantize_int8(self.model.to(memory_format=torch.contiguous_format), batches, len(batches))
+        self.model = quantize_int8(self.model.to(memory_format=torch.contiguous_format), batches, len(batches),
+                                   mixed_bf16=self.amp_dtype == torch.bfloat16)
         self.amp_dtype, self.channels_last = None, False
         return self
 
@@ -297,7 +297,7 @@ class Predictor:
     def __repr__(self) -> str:
         mc = f", mc_samples={self.mc.samples}, mc_seed={self.mc.seed}" if self.mc else ""
         return (f"Predictor({type(self.model).__name__}, {len(self.class_names)} classes, device={self.device}, "
-                f"precision={self.amp_dtype or 'fp32'}, input_size={self.input_size or 'native'}{mc})")
+                f"precision={getattr(self.model, 'precision', self.amp_dtype or 'fp32')}, input_size={self.input_size or 'native'}{mc})")
 
 
 def _resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 from collections.abc import Iterable
 from typing import Any, Optional
@@ -43,11 +44,15 @@ def check_quantize(value: Any, key: str = "quantize") -> Any:
     return value
 
 
-def check_int8_strategy(tta: Any = None, window: Any = None, mc_samples: Any = None) -> None:
+def check_int8_strategy(tta: Any = None, window: Any = None, mc_samples: Any = None, native: bool = False) -> None:
     """The inference strategies an int8 model cannot run, refused before any work: those that change the
-    input size (sliding windows, multi-scale TTA) and Monte-Carlo dropout (the program has no dropout)."""
+    input size (sliding windows, multi-scale TTA, ``native`` image sizes) and Monte-Carlo dropout (the
+    program has no dropout)."""
     from segdeconv.inference.strategies import TTAConfig
 
+    if native:
+        raise UserError("quantize=int8 needs a fixed input size (input_size=auto, train or [H, W]): the int8 "
+                        "program is compiled for one size")
     if window is not None or TTAConfig.from_any(tta).scales != (1.0,):
         raise UserError("quantize=int8 runs at one input size: drop the sliding window / multi-scale "
                         "tta.scales, or drop quantize=int8")
@@ -58,6 +63,9 @@ def check_int8_strategy(tta: Any = None, window: Any = None, mc_samples: Any = N
 
 def require_int8(device: torch.device) -> None:
     """The three things int8 inference needs, each with its fix: a CPU, torchao, a C++ compiler."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        raise UserError(f"quantize=int8 uses the X86 quantizer and oneDNN's x86 int8 kernels; this CPU is "
+                        f"{platform.machine()}: drop quantize=int8")
     if device.type != "cpu":
         raise ConfigError(f"quantize=int8 runs on the CPU (the X86 quantizer + oneDNN int8); this run uses "
                           f"{device.type}: add device=cpu, or drop quantize=int8 (on a GPU bf16/fp16 is the fast path)")
@@ -106,12 +114,14 @@ class Int8Model(nn.Module):
         if tuple(x.shape[-2:]) != self.input_hw:
             h, w = self.input_hw
             raise UserError(f"the int8 model was calibrated and compiled for {h}×{w} inputs, got "
-                            f"{x.shape[-2]}×{x.shape[-1]}: use a fixed input size (input_size=auto or [{h}, {w}]; "
-                            f"no sliding window, no multi-scale TTA), or drop quantize=int8")
+                            f"{x.shape[-2]}×{x.shape[-1]}: int8 needs every image at one size (predict.py: "
+                            f"input_size=auto or [{h}, {w}]; evaluate.py: a dataset resized to dataset.image_size), "
+                            f"or drop quantize=int8")
         from torch._inductor import config as inductor_config
 
         n = x.shape[0]
-        b = min((s for s in self._batch_sizes if s >= n), default=n)  # padding is cheaper than a recompile
+        # a compiled batch size up to 2n serves n (zero-padded): cheaper than a recompile; beyond, compile n
+        b = min((s for s in self._batch_sizes if n <= s <= 2 * n), default=n)
         self._batch_sizes.add(b)
         x = torch.cat([x, x.new_zeros(b - n, *x.shape[1:])]) if b > n else x
         with inductor_config.patch(self._inductor), torch.no_grad(), \
@@ -132,11 +142,14 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], max_batches: 
 
     batches = [b.float().contiguous() for b, _ in zip(calibration, range(max_batches))]
     if not batches:
-        raise UserError("quantize=int8 needs calibration images (a few representative inputs); none were given")
+        raise UserError("quantize=int8 needs calibration images (a few representative inputs) and none were given: "
+                        "predict.py calibration=<folder> or calibration_images=N (> 0); Predictor: "
+                        "calibration=[images]")
     hw = tuple(batches[0].shape[-2:])
     if any(tuple(b.shape[-2:]) != hw for b in batches):
-        raise UserError(f"int8 calibration images must share one size (first {hw[0]}×{hw[1]}); resize them "
-                        f"to the size the model will run at")
+        raise UserError(f"int8 calibration images must share one size (first {hw[0]}×{hw[1]}): calibrate on "
+                        f"images resized to the size the model runs at (predict.py does; for evaluate.py "
+                        f"calibration_split must resize to dataset.image_size)")
     model = model.eval()
     example = batches[0][:2] if batches[0].shape[0] > 1 else batches[0].repeat(2, 1, 1, 1)
     with torch.no_grad():

@@ -43,10 +43,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)
     mc = (cfg.get("mc_samples"), cfg.get("mc_seed", 0))
-    quant = check_quantize(cfg.get("quantize"))
-    if quant:
-        require_int8(device)
-        check_int8_strategy(cfg.get("tta"), (cfg.get("sliding") or {}).get("window"), mc[0])
+    quant = _check_int8(cfg, device)
     predict = make_predict_fn(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc)  # config errors first
     if mc[0] is not None:
         require_dropout(trained.model, f"ckpt_path={cfg.ckpt_path}")
@@ -68,9 +65,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     channels_last = resolve_channels_last(trained.channels_last, device, amp_dtype)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     if quant:  # the checkpoint's own numbers first, then the int8 model's on the same images
-        reference = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
-                             predict=predict).compute(trained.class_names)
-        model, amp_dtype, channels_last = _int8_model(trained, cfg, loader.batch_size), None, False
+        cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last, predict=predict)
+        cm.all_reduce()
+        reference = cm.compute(trained.class_names)
+        model, amp_dtype, channels_last = _int8_model(trained, cfg, loader.batch_size, amp_dtype), None, False
     t0 = time.perf_counter()
     cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
                   predict=predict, on_batch=on_batch)
@@ -83,13 +81,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if bf is not None:  # boundary F1 (SegNet TPAMI §4): bf_score, per_class_bf, image_bf
         m.update(bf.compute(trained.class_names))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
-             precision=model.precision if quant else str(amp_dtype or "fp32"), images_per_s=round(len(dataset) / seconds, 3),
+             precision=getattr(model, "precision", str(amp_dtype or "fp32")),
+             images_per_s=round(len(dataset) / seconds, 3),
              **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc))
     if quant:
         m.update(_int8_report(m, reference, model))
-    if not info.is_main:
-        return m  # only rank 0 writes (its worst-IoU grid covers its own shard)
-    out = Path(cfg.output_dir)
+    if info.is_main:  # only rank 0 writes (its worst-IoU grid covers its own shard)
+        _write_outputs(Path(cfg.output_dir), m, cm, worst, trained, dataset, report)
+    return m
+
+
+def _write_outputs(out: Path, m: dict[str, Any], cm: Any, worst: WorstImages, trained: Any, dataset: Any,
+                   report: Any) -> None:
+    """metrics.json (atomically), the table on stdout, and the figures / TensorBoard report."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "metrics.json", "metrics") as tmp:  # never a half-written file
         tmp.write_text(json.dumps(m, indent=1))
@@ -99,18 +103,31 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
                              bool(report.get("tensorboard", True)))
         log.info("figures: %s", ", ".join(files.values()))
     print(f"{len(dataset)} images, {m['images_per_s']:.2f} img/s; metrics written to {out / 'metrics.json'}")
-    return m
 
 
-def _int8_model(trained: Any, cfg: DictConfig, batch_size: int) -> Int8Model:
+def _check_int8(cfg: DictConfig, device: torch.device) -> Optional[str]:
+    """``quantize`` checked, with everything int8 cannot run refused before any scoring."""
+    quant = check_quantize(cfg.get("quantize"))
+    if quant:
+        require_int8(device)
+        check_int8_strategy(cfg.get("tta"), (cfg.get("sliding") or {}).get("window"), cfg.get("mc_samples"))
+        if str(cfg.get("calibration_split") or "train") == str(cfg.split):
+            log.warning("calibration_split=%s is the split being scored: the int8 numbers are then optimistic",
+                        cfg.split)
+    return quant
+
+
+def _int8_model(trained: Any, cfg: DictConfig, batch_size: int, amp_dtype: Optional[torch.dtype]) -> Int8Model:
     """The checkpoint's model quantized to int8, calibrated on the first ``calibration_images`` images of
     ``calibration_split`` (the training images by default: never the images being scored; a whole
-    number of batches)."""
+    number of batches); its float ops in bf16 when the evaluation's precision is bf16."""
     split = str(cfg.get("calibration_split") or "train")
     n = int(cfg.get("calibration_images") or 32)
     data = split_dataset(trained.dataset_cfg, cfg.get("dataset"), split, ckpt_path=cfg.ckpt_path)
     loader = eval_loader(data, batch_size, 0, torch.device("cpu"))
-    return quantize_int8(trained.model, (images for images, _ in loader), max_batches=-(-n // batch_size))
+    model = trained.model.to(memory_format=torch.contiguous_format)
+    return quantize_int8(model, (images for images, _ in loader), max_batches=-(-n // batch_size),
+                         mixed_bf16=amp_dtype == torch.bfloat16)
 
 
 def _int8_report(m: dict[str, Any], reference: dict[str, Any], qmodel: Int8Model) -> dict[str, Any]:
