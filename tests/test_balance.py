@@ -153,3 +153,16 @@ def test_criterion_takes_segnet_tutorial(tmp_path: Path) -> None:
         "dataset": {"num_classes": 11}})
     crit = make_criterion(cfg, ds, tmp_path, torch.device("cpu"), verbose=False)
     assert crit.class_weights.tolist() == pytest.approx(SEGNET_TUTORIAL_CAMVID_WEIGHTS)
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    ds = _two_masks(tmp_path / "data")
+    (tmp_path / "not_a_dir").write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="not cached"), pytest.warns(UserWarning, match="never"):
+        weights = median_frequency_weights(ds, tmp_path / "not_a_dir" / balance.CACHE_NAME, verbose=False)
+    assert np.allclose(weights.numpy()[:2], [(0.5 + 0.625) / 2 / 0.5, (0.5 + 0.625) / 2 / 0.625])
+    cache = tmp_path / "run" / balance.CACHE_NAME
+    with pytest.warns(UserWarning, match="never"):
+        median_frequency_weights(ds, cache, verbose=False)
+    assert [p.name for p in cache.parent.iterdir()] == [balance.CACHE_NAME]  # written whole, no temp left
+    assert json.loads(cache.read_text())["fingerprint"]

@@ -132,6 +132,21 @@ def _load_cache(cache: Optional[Path], key: str) -> Optional[tuple[np.ndarray, n
     return None
 
 
+def _save_cache(cache: Path, data: dict[str, Any]) -> None:
+    """Write the cache atomically (a concurrent or killed run never leaves half a file); a cache that
+    cannot be written (read-only data folder) is a warning: the weights are computed either way."""
+    from segdeconv.engine.outputs import atomic_file
+    from segdeconv.errors import UserError
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cache, "class-weight cache") as tmp:
+            tmp.write_text(json.dumps(data, indent=1))
+    except (OSError, UserError) as e:
+        warnings.warn(f"class weights not cached ({str(e).splitlines()[0]}); they are recomputed next time",
+                      stacklevel=3)
+
+
 def median_frequency_weights(dataset: Any, cache_path: Optional[PathLike] = None,
                              verbose: bool = True, include_void: bool = False) -> torch.Tensor:
     """Weights for ``dataset`` (float32 tensor), cached as JSON at ``cache_path`` when given.
@@ -148,11 +163,8 @@ def median_frequency_weights(dataset: Any, cache_path: Optional[PathLike] = None
         stats = class_pixel_stats(dataset, dataset.num_classes, dataset.ignore_index, include_void)
         freq, weights = median_frequency(*stats, include_void=include_void)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"fingerprint": key,
-                                         "class_names": list(dataset.class_names),
-                                         "frequency": freq.tolist(),
-                                         "weights": weights.tolist()}, indent=1))
+            _save_cache(cache, {"fingerprint": key, "class_names": list(dataset.class_names),
+                                "frequency": freq.tolist(), "weights": weights.tolist()})
     absent = [n for n, f in zip(dataset.class_names, freq) if f == 0]
     if absent:
         warnings.warn(f"classes {absent} never occur in {dataset!r}; their weight is 0",
