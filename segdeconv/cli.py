@@ -83,15 +83,28 @@ def task_error_line(e: BaseException) -> str:
     return first_line(e)
 
 
+def _group_options(group: str) -> list[str]:
+    """The option names of config group ``group`` (its conf/<group>/*.yaml), [] if unknown."""
+    from segdeconv.tasks.commands import config_dir
+
+    try:
+        folder = config_dir() / group
+    except UserError:
+        return []
+    return sorted(p.stem for p in folder.glob("*.yaml")) if group and folder.is_dir() else []
+
+
 def hydra_error_line(e: BaseException) -> Optional[str]:
     """One line for Hydra's own errors (before the task runs); None for anything else."""
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 
     if isinstance(e, MissingConfigException):
-        missing = str(e.missing_cfg_file or "")
-        if "/" in missing and e.options is not None:
+        found = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(e))  # list-valued groups: logger=[…]
+        missing = str(e.missing_cfg_file or "") or ("/".join(found.groups()) if found else "")
+        options = e.options if e.options is not None else _group_options(missing.rpartition("/")[0])
+        if "/" in missing and options:
             group, name = missing.rsplit("/", 1)
-            return f"{group}={name} is not a known {group} option; choose one of: {', '.join(e.options)}"
+            return f"{group}={name} is not a known {group} option; choose one of: {', '.join(options)}"
         return f"{first_line(e)}; check the config name and conf/ directory"
     if isinstance(e, OverrideParseException):
         return (f"cannot parse the override {e.override!r} ({first_line(e)}); write key=value, and quote values "

@@ -27,6 +27,8 @@ CAMVID = ("dataset=camvid", "dataset.image_size=[64,80]", "dataset.batch_size=2"
           "trainer.progress=false", "model.encoder.width=0.125", "model.encoder.compact_switches=false")
 CASES: dict[str, Case] = {
     "unknown_group_option": Case("train.py", ("model=segnett",), ("model=segnett", "segnet_lite")),
+    "unknown_list_group_option": Case("train.py", ("logger=[tensorboard,mlfow]",),
+                                      ("logger=mlfow is not a known logger option", "mlflow, tensorboard, wandb")),
     "misspelled_key": Case("train.py", ("trainer.max_epoch=3",), ("trainer.max_epoch", "did you mean trainer.max_epochs")),
     "unparsable_override": Case("train.py", ("trainer.max_epochs=[1",), ("cannot parse", "trainer.max_epochs=[1")),
     "negative_batch_size": Case("train.py", (*TRAIN, "dataset.batch_size=-4"), ("dataset.batch_size=-4", "≥ 1")),
