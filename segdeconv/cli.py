@@ -20,6 +20,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from segdeconv.errors import UserError
 
+_PACKAGE = Path(__file__).resolve().parent
+
 
 def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
     """``check_config(cfg)`` then ``fn(cfg)``; a :class:`UserError` or bad config value becomes
@@ -83,10 +85,17 @@ def task_error_line(e: BaseException) -> str:
     return first_line(e)
 
 
+def config_dir() -> Path:
+    """The config tree: a wheel's ``segdeconv/conf``, else the checkout's ``conf/`` beside the package."""
+    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise UserError(f"no config tree: neither {_PACKAGE / 'conf'} nor {_PACKAGE.parent / 'conf'} holds train.yaml; "
+                    f'reinstall segdeconv (pip install segdeconv) or run from a checkout that has conf/')
+
+
 def _group_options(group: str) -> list[str]:
     """The option names of config group ``group`` (its conf/<group>/*.yaml), [] if unknown."""
-    from segdeconv.tasks.commands import config_dir
-
     try:
         folder = config_dir() / group
     except UserError:

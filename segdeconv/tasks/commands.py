@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from segdeconv.cli import prepare_hydra, run_task
+from segdeconv.cli import config_dir, prepare_hydra, run_task
 from segdeconv.errors import UserError
 
-PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -59,15 +58,6 @@ COMMANDS: dict[str, Command] = {
     "check": Command("check_data", "check_data:check_data", "check a dataset's files before training on it "
                      "(exit 1 on problems)", _check_exit),
 }
-
-
-def config_dir() -> Path:
-    """The config tree: a wheel's ``segdeconv/conf``, else the checkout's ``conf/`` beside the package."""
-    for candidate in (PACKAGE / "conf", PACKAGE.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise UserError(f"no config tree: neither {PACKAGE / 'conf'} nor {PACKAGE.parent / 'conf'} holds train.yaml; "
-                    f'reinstall segdeconv (pip install segdeconv) or run from a checkout that has conf/')
 
 
 def usage() -> str:
