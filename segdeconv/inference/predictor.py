@@ -133,7 +133,7 @@ class Predictor:
         :meth:`quantize` (``calibration``: its images).
         """
         predict_fn = make_predict_fn(tta, window, crf, mc_samples, mc_seed)  # config errors first
-        if check_quantize(quantize):
+        if (int8 := check_quantize(quantize) is not None):
             check_int8_strategy(tta, window, mc_samples)
         trained = load_trained(path, device)
         if mc_samples is not None:
@@ -147,7 +147,7 @@ class Predictor:
             channels_last = resolve_channels_last("auto", dev, amp, inference=True)
             model = model.to(memory_format=torch.channels_last) if channels_last else model
         p = cls(model, trained.class_names, trained.palette, dev, amp, predict_fn, size, channels_last)
-        return p.quantize(calibration, max_images=None) if check_quantize(quantize) else p
+        return p.quantize(calibration, max_images=None) if int8 else p
 
     def quantize(self, images: Iterable[ImageInput], max_images: Optional[int] = 16, batch_size: int = 4
                  ) -> "Predictor":
