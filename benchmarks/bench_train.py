@@ -70,7 +70,7 @@ def train_overrides(model: str, images: int) -> list[str]:
     s = SETTINGS[model]
     out = [f"model={model}", "dataset=synthetic", f"dataset.image_size=[{s['size'][0]},{s['size'][1]}]",
            f"dataset.batch_size={s['batch']}", f"dataset.train.length={images}", "dataset.val.length=1",
-           "trainer.progress=false"]
+           "trainer.progress=false", "loss=ce"]  # the reference's loss (the default is ce_lovasz)
     if model == "deconvnet":  # the reference's optimizer (SGD, as voc_deconvnet): with 252M parameters
         out.append("optimizer=sgd")  # AdamW's second state alone would add 1 GB
     return out

@@ -51,6 +51,7 @@ def test_wrong_channel_count_is_a_clear_error():
     lambda: segnet_basic(5, width=0.25),
     lambda: DeconvNet(5, VGGEncoder(width=0.0625), fc_channels=4096),
     lambda: SegNet(5, VGGEncoder(width=0.125), decoder="transposed"),
+    lambda: SegNet(5, VGGEncoder(width=0.125, num_stages=4)),
     lambda: SegNet(5, VGGEncoder(width=0.125), dropout=0.5, init="paper", input="caffe_bgr"),
     lambda: segnet_basic(5, width=0.25, dropout=0.5, init="paper", input="caffe_bgr", input_lrn=True),
     lambda: DeconvNet(5, VGGEncoder(width=0.0625), fc_channels=4096, init="paper", input="caffe_bgr_mean"),
@@ -91,6 +92,28 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="cannot be read"):
         VGGEncoder(weights=junk)
+
+
+def test_num_stages_cuts_the_table_and_the_mirrored_decoder(tmp_path):
+    """num_stages=4: four pools (output stride 16), decoder mirrors them; torchvision weights load for
+    the kept layers; an impossible depth is one ConfigError naming the key."""
+    enc = VGGEncoder(width=0.25, num_stages=4)
+    assert enc.num_pools == 4 and enc.stages == VGGEncoder(width=0.25).stages[:4]
+    feats, switches = enc(torch.randn(1, 3, 96, 128))
+    assert feats.shape == (1, 128, 6, 8) and len(switches) == 4
+    m = SegNet(5, VGGEncoder(width=0.25, num_stages=4)).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 33, 47)).shape == (2, 5, 33, 47)
+    assert len(m.decoder.stages) == 4
+    full = torchvision.models.vgg16_bn(weights=None)
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(full.state_dict(), path)
+    cut = VGGEncoder(num_stages=3, weights=path)
+    last_conv = len(cut.features) - 4  # …, conv3_3, BN, ReLU, pool3
+    torch.testing.assert_close(cut.features[last_conv].weight, full.features[last_conv].weight)
+    for bad in (0, 6, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="model.encoder.num_stages"):
+            VGGEncoder(num_stages=bad)
 
 
 def _bgr(img):

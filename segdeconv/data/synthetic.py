@@ -78,6 +78,7 @@ class SyntheticShapes(Dataset):
         image_size: Sequence[int] = (96, 128),
         seed: int = 0,
         transform: Optional[JointTransform] = None,
+        max_shapes: int = 4,
     ) -> None:
         if split not in _SPLIT_OFFSET:
             raise ConfigError(f"dataset split={split!r} is unknown for synthetic; use one of {list(_SPLIT_OFFSET)}")
@@ -85,7 +86,9 @@ class SyntheticShapes(Dataset):
             raise ConfigError(f"dataset length={length} must be ≥ 1")
         if len(image_size) != 2 or min(image_size) < 8:
             raise ConfigError(f"dataset.image_size={list(image_size)} must be [H, W] with H, W ≥ 8")
-        self.root, self.split, self.length = root, split, int(length)
+        if not (isinstance(max_shapes, int) and max_shapes >= 1):
+            raise ConfigError(f"dataset.max_shapes={max_shapes!r} must be an integer ≥ 1 (shapes per image: 1 to it)")
+        self.root, self.split, self.length, self.max_shapes = root, split, int(length), max_shapes
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.seed, self.transform = int(seed), transform
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # rendering costs ~25 ms/item
@@ -99,7 +102,7 @@ class SyntheticShapes(Dataset):
             raise IndexError(index)
         if index not in self._cache:
             rng = np.random.default_rng([self.seed, _SPLIT_OFFSET[self.split] + index])
-            self._cache[index] = render(rng, *self.image_size)
+            self._cache[index] = render(rng, *self.image_size, max_shapes=self.max_shapes)
         return self._cache[index]
 
     def load_mask(self, index: int) -> np.ndarray:
@@ -108,7 +111,8 @@ class SyntheticShapes(Dataset):
 
     def fingerprint(self) -> str:
         """What decides every item (the class-weight cache key)."""
-        return f"seed={self.seed} split={self.split} length={self.length} size={self.image_size}"
+        return (f"seed={self.seed} split={self.split} length={self.length} size={self.image_size}"
+                f" max_shapes={self.max_shapes}")
 
     def __repr__(self) -> str:
         return f"SyntheticShapes({self.fingerprint()})"

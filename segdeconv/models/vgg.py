@@ -29,14 +29,19 @@ CFGS: dict[str, tuple[list[list[int]], int]] = {
 }
 
 
-def scaled_stages(arch: str, width: float) -> tuple[list[list[int]], int]:
-    """The cfg table of ``arch`` with every channel count multiplied by ``width`` (≥ 1 channel)."""
+def scaled_stages(arch: str, width: float, num_stages: Optional[int] = None) -> tuple[list[list[int]], int]:
+    """The cfg table of ``arch`` with every channel count multiplied by ``width`` (≥ 1 channel),
+    cut to its ``num_stages`` shallowest stages (``None``: all of them)."""
     if arch not in CFGS:
         raise ConfigError(f"model.encoder.arch={arch!r} is unknown; choose one of {sorted(CFGS)}")
     if not width > 0:
         raise ConfigError(f"model.encoder.width={width} must be > 0 (e.g. 1.0, 0.5, 0.25)")
     stages, k = CFGS[arch]
-    return [[max(1, int(round(c * width))) for c in s] for s in stages], k
+    valid = isinstance(num_stages, int) and not isinstance(num_stages, bool) and 1 <= num_stages <= len(stages)
+    if num_stages is not None and not valid:
+        raise ConfigError(f"model.encoder.num_stages={num_stages!r} must be an integer from 1 to {len(stages)} "
+                          f"(arch={arch} has {len(stages)} stages), or null for all of them")
+    return [[max(1, int(round(c * width))) for c in s] for s in stages[:num_stages]], k
 
 
 def conv_names(stages: list[list[int]]) -> list[str]:
@@ -51,6 +56,8 @@ class VGGEncoder(nn.Module):
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
     (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
     activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
+    ``num_stages=N`` keeps the N shallowest stages (N pools: output stride 2^N; e.g. 4 for images
+    of ~100 px, where VGG16's fifth pool leaves a 3×4 map; pretrained weights load for those stages);
     ``checkpoint=N`` only the N shallowest stages. ``lean=True`` (default) keeps one map per
     conv–BN–ReLU block for backward and rebuilds the element-wise rest (:mod:`segdeconv.models.lean`).
     """
@@ -66,10 +73,11 @@ class VGGEncoder(nn.Module):
         weights: Optional[Union[str, Path]] = None,
         checkpoint: Union[bool, int] = False,
         lean: bool = True,
+        num_stages: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.arch, self.batch_norm, self.width = arch, batch_norm, width
-        self.stages, self.kernel_size = scaled_stages(arch, width)
+        self.stages, self.kernel_size = scaled_stages(arch, width, num_stages)
         self.in_channels = in_channels
         layers: list[nn.Module] = []
         c_in = in_channels
@@ -117,7 +125,7 @@ class VGGEncoder(nn.Module):
                 else:
                     x, sw = lean_graph.run(stage, x) if lean else stage(x)
                 switches.append(sw)
-        return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches
+        return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches (num_stages=N: H/2^N, N switches)
 
     def stage_modules(self) -> list[nn.Sequential]:
         """One ``Sequential`` per stage, ending with its :class:`Pool` (views of ``features``)."""
