@@ -96,7 +96,7 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
 
 def test_num_stages_cuts_the_table_and_the_mirrored_decoder(tmp_path):
     """num_stages=4: four pools (output stride 16), decoder mirrors them; torchvision weights load for
-    the kept layers; an impossible depth is one ConfigError naming the key."""
+    the kept layers (DeconvNet's fc6 only after pool5); an impossible depth is one ConfigError naming the key."""
     enc = VGGEncoder(width=0.25, num_stages=4)
     assert enc.num_pools == 4 and enc.stages == VGGEncoder(width=0.25).stages[:4]
     feats, switches = enc(torch.randn(1, 3, 96, 128))
@@ -111,6 +111,8 @@ def test_num_stages_cuts_the_table_and_the_mirrored_decoder(tmp_path):
     cut = VGGEncoder(num_stages=3, weights=path)
     last_conv = len(cut.features) - 4  # …, conv3_3, BN, ReLU, pool3
     torch.testing.assert_close(cut.features[last_conv].weight, full.features[last_conv].weight)
+    deconv = DeconvNet(5, VGGEncoder(num_stages=4, weights=path))  # fc6 reads pool5 in VGG16: not loaded after pool4
+    assert not torch.equal(deconv.fc6[0].weight.flatten(), full.classifier[0].weight.flatten())
     for bad in (0, 6, 2.5, True, "4"):
         with pytest.raises(ConfigError, match="model.encoder.num_stages"):
             VGGEncoder(num_stages=bad)

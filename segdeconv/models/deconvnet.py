@@ -117,6 +117,8 @@ class DeconvNet(nn.Module):
         conv6, conv7 = self.fc6[0], self.fc7[0]
         if w6 is None or w7 is None or w6.numel() != conv6.weight.numel() or w7.numel() != conv7.weight.numel():
             return  # features-only file or a narrowed model: fc layers keep their random init
+        if self.encoder.num_pools != 5:  # VGG16's fc6 reads pool5: after pool4 it would load but mean nothing
+            return
         with torch.no_grad():
             conv6.weight.copy_(w6.view_as(conv6.weight))
             conv6.bias.copy_(state["classifier.0.bias"])
