@@ -18,10 +18,16 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def aten_below_avx512() -> bool:
+    """True when ATen's vector kernels (and Inductor's CPU code) use less than AVX-512: an old CPU, or
+    ``ATEN_CPU_CAPABILITY=avx2``/``default``."""
+    return torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2")
+
+
 def _isa_capped(needs: tuple[str, ...]) -> bool:
     """True when ``ATEN_CPU_CAPABILITY`` (or an old CPU) or ``ONEDNN_MAX_CPU_ISA`` limits the kernels to an
     instruction set below the extensions named in ``needs`` (oneDNN ISA names)."""
-    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2"):
+    if aten_below_avx512():
         return True
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     return isa != "ALL" and not any(k in isa for k in needs)

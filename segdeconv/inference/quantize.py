@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from segdeconv.engine.runtime import cpu_has_native_bf16, cpu_has_vnni
+from segdeconv.engine.runtime import aten_below_avx512, cpu_has_native_bf16, cpu_has_vnni
 from segdeconv.errors import ConfigError, UserError
 
 log = logging.getLogger("segdeconv")
@@ -95,8 +95,7 @@ class Int8Model(nn.Module):
         # (without it the int8 graph measured 3.5× slower). On AVX2, Inductor's vectorised code for this
         # graph is wrong (torch 2.14: argmax agreement with the float model 5 %, mIoU 0.3 instead of
         # 73.7); its scalar code is right and costs ~1 % here, as the convolutions are oneDNN's.
-        avx2 = torch.backends.cpu.get_cpu_capability() not in ("AVX512",)
-        self._inductor = {"freezing": True, **({"cpp.simdlen": 1} if avx2 else {})}
+        self._inductor = {"freezing": True, **({"cpp.simdlen": 1} if aten_below_avx512() else {})}
         self._batch_sizes: set[int] = set()  # compiled so far; a smaller batch is zero-padded to one of them
 
     @property

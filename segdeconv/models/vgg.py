@@ -56,10 +56,10 @@ class VGGEncoder(nn.Module):
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
     (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
     activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
-    ``num_stages=N`` keeps the N shallowest stages (N pools: output stride 2^N; e.g. 4 for images
-    of ~100 px, where VGG16's fifth pool leaves a 3×4 map; pretrained weights load for those stages);
     ``checkpoint=N`` only the N shallowest stages. ``lean=True`` (default) keeps one map per
     conv–BN–ReLU block for backward and rebuilds the element-wise rest (:mod:`segdeconv.models.lean`).
+    ``num_stages=N`` keeps the N shallowest stages (N pools: output stride 2^N; e.g. 4 for images
+    of ~100 px, where VGG16's fifth pool leaves a 3×4 map; pretrained weights load for those stages).
     """
 
     def __init__(
