@@ -91,7 +91,7 @@ class SyntheticShapes(Dataset):
         self.root, self.split, self.length, self.max_shapes = root, split, int(length), max_shapes
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.seed, self.transform = int(seed), transform
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # rendering costs ~25 ms/item
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # rendering: ~3 ms/item at 96×128
 
     def __len__(self) -> int:
         return self.length
