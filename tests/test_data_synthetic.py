@@ -57,7 +57,8 @@ def test_a_coarse_grid_cannot_reach_the_quick_start_score(factor: int, at_most: 
 
 @pytest.mark.parametrize("kwargs,words", [({"split": "dev"}, "split='dev'"), ({"length": 0}, "length=0"),
                                           ({"image_size": (4, 64)}, "image_size=[4, 64]"),
-                                          ({"max_shapes": 0}, "dataset.max_shapes=0")])
+                                          ({"max_shapes": 0}, "dataset.max_shapes=0"),
+                                          ({"max_shapes": True}, "dataset.max_shapes=True")])
 def test_bad_arguments_name_the_key(kwargs: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
         SyntheticShapes(**kwargs)

@@ -86,7 +86,7 @@ class SyntheticShapes(Dataset):
             raise ConfigError(f"dataset length={length} must be ≥ 1")
         if len(image_size) != 2 or min(image_size) < 8:
             raise ConfigError(f"dataset.image_size={list(image_size)} must be [H, W] with H, W ≥ 8")
-        if not (isinstance(max_shapes, int) and max_shapes >= 1):
+        if not (isinstance(max_shapes, int) and not isinstance(max_shapes, bool) and max_shapes >= 1):
             raise ConfigError(f"dataset.max_shapes={max_shapes!r} must be an integer ≥ 1 (shapes per image: 1 to it)")
         self.root, self.split, self.length, self.max_shapes = root, split, int(length), max_shapes
         self.image_size = (int(image_size[0]), int(image_size[1]))

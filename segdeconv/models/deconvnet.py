@@ -112,13 +112,13 @@ class DeconvNet(nn.Module):
 
         The 25088→4096 fc6 matrix is the 7×7×512 convolution reshaped (Long et al. 2015, §3.1).
         """
+        if self.encoder.num_pools != 5:  # VGG16's fc6 reads pool5: after pool4 it would load but mean nothing
+            return  # (checked first: no second read of the weights file the encoder already loaded)
         state = _load_vgg_state(path)
         w6, w7 = state.get("classifier.0.weight"), state.get("classifier.3.weight")
         conv6, conv7 = self.fc6[0], self.fc7[0]
         if w6 is None or w7 is None or w6.numel() != conv6.weight.numel() or w7.numel() != conv7.weight.numel():
             return  # features-only file or a narrowed model: fc layers keep their random init
-        if self.encoder.num_pools != 5:  # VGG16's fc6 reads pool5: after pool4 it would load but mean nothing
-            return
         with torch.no_grad():
             conv6.weight.copy_(w6.view_as(conv6.weight))
             conv6.bias.copy_(state["classifier.0.bias"])
