@@ -18,7 +18,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
-# A tiny, fast configuration for end-to-end runs (segnet_lite on 64×80 synthetic images).
+# A tiny, fast configuration for end-to-end runs (the default segnet_small on 64×80 synthetic images).
 TINY = [
     "trainer.progress=false",
     "dataset.image_size=[64,80]",

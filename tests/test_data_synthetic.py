@@ -1,5 +1,5 @@
 """The embedded default task: deterministic, and not solvable without the decoder — the shapes' outlines
-need resolution the default model's 1/16 bottleneck lacks, so a model that predicts at the encoder's
+need resolution the default model's 1/8 bottleneck lacks, so a model that predicts at the encoder's
 output cannot reach the quick start's 0.80 however good its features (issue #16 item 8)."""
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ def test_items_are_a_pure_function_of_seed_split_and_index() -> None:
     assert set(np.unique(labels)) <= set(range(C)) | {255}
 
 
-@pytest.mark.parametrize("factor,at_most", [(16, 0.60), (8, 0.80)])
+@pytest.mark.parametrize("factor,at_most", [(16, 0.40), (8, 0.65), (4, 0.80)])
 def test_a_coarse_grid_cannot_reach_the_quick_start_score(factor: int, at_most: float) -> None:
-    """Even perfect labels on the default model's 1/16 bottleneck grid (or a 1/8 one) score below 0.80:
+    """Even perfect labels on the default model's 1/8 bottleneck grid (or a 1/4 one) score below 0.80:
     the decoder's unpooling back to full resolution is what the quick start's ≥ 0.80 needs."""
     val = SyntheticShapes(split="val", length=32, image_size=SIZE, max_shapes=MAX_SHAPES)
     score = miou((block_oracle(y, factor), y) for y in (val.sample(i)[1] for i in range(len(val))))
     assert score < at_most, score
-    assert miou((block_oracle(y, 2), y) for y in (val.sample(i)[1] for i in range(len(val)))) > 0.9
+    assert miou((block_oracle(y, 2), y) for y in (val.sample(i)[1] for i in range(len(val)))) > 0.85  # the oracle is sound
 
 
 @pytest.mark.parametrize("kwargs,words", [({"split": "dev"}, "split='dev'"), ({"length": 0}, "length=0"),

@@ -64,7 +64,7 @@ def test_model_mismatch_is_a_clear_error(tiny_ckpt):
     from segdeconv.models import SegNet, VGGEncoder
 
     ckpt = load_checkpoint(tiny_ckpt)
-    other = SegNet(7, VGGEncoder(width=0.25, num_stages=4))  # the default segnet_small, 7 classes instead of 5
+    other = SegNet(7, VGGEncoder("vgg11", width=0.5, num_stages=3))  # the default segnet_small, 7 classes instead of 5
     try:
         load_model_state(other, ckpt["model"], tiny_ckpt)
     except CheckpointError as e:

@@ -16,7 +16,7 @@ from segdeconv.trained import load_trained
 
 def run(ckpt: Path, out: Path, *extra: str) -> dict:
     return visualize(compose_cfg([
-        f"ckpt_path={ckpt}", f"output_dir={out}", "progress=false", "layers=[conv2_2,conv3_3]",
+        f"ckpt_path={ckpt}", f"output_dir={out}", "progress=false", "layers=[conv1_1,conv3_2]",
         "channels=[0,3]", "topk=2", "tile_px=16", *extra,
     ], "visualize"))
 
@@ -25,11 +25,11 @@ def test_end_to_end_writes_figures_index_and_tensorboard(tiny_ckpt, tmp_path):
     fig = tmp_path / "docs" / "zf.png"
     facts = run(tiny_ckpt, tmp_path / "run", "method=[deconvnet,guided_backprop]", f"figure_out={fig}")
     out = tmp_path / "run"
-    for name in ("conv2_2.png", "conv3_3.png", "figure.png", "index.html", "topk.json"):
+    for name in ("conv1_1.png", "conv3_2.png", "figure.png", "index.html", "topk.json"):
         assert (out / name).is_file(), name
     assert fig.is_file() and list((out / "tb").glob("events.out.tfevents.*"))
     assert "SyntheticShapes split=val (8 images)" in facts["dataset"]  # the checkpoint's dataset
-    assert "conv3_3.png" in (out / "index.html").read_text()
+    assert "conv3_2.png" in (out / "index.html").read_text()
 
 
 def test_dataset_group_override_and_split(tiny_ckpt, tmp_path):
@@ -41,7 +41,7 @@ def test_dataset_group_override_and_split(tiny_ckpt, tmp_path):
 def test_overlay_on_the_checkpoint_dataset(tiny_ckpt, tmp_path):
     facts = run(tiny_ckpt, tmp_path, "+dataset.val.length=3", "split=train", "topk=5")
     assert "split=train (3 images)" in facts["dataset"]
-    table = json.loads((tmp_path / "topk.json").read_text())["conv3_3"]
+    table = json.loads((tmp_path / "topk.json").read_text())["conv3_2"]
     assert table["image"][0][3:] == [-1, -1]  # 5 slots, 3 images
 
 
@@ -56,7 +56,7 @@ def test_load_trained_needs_a_model_config(tiny_ckpt, tmp_path):
 
 
 def test_channel_out_of_range_is_a_config_error(tiny_ckpt, tmp_path):
-    with pytest.raises(ConfigError, match=r"channel 40 is out of range for conv2_2 \(32 channels: 0..31\)"):
+    with pytest.raises(ConfigError, match=r"channel 40 is out of range for conv1_1 \(32 channels: 0..31\)"):
         run(tiny_ckpt, tmp_path, "channels=[0,40]")
 
 
@@ -64,7 +64,7 @@ def test_unknown_layer_is_one_line_and_exit_2(tiny_ckpt, tmp_path):
     res = run_cli("visualize.py", [f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "layers=[conv9_9]"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     err = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(err) == 1 and err[0].startswith("error: unknown layer 'conv9_9'; valid layers: conv1_1, conv1_2, pool1, ")
+    assert len(err) == 1 and err[0].startswith("error: unknown layer 'conv9_9'; valid layers: conv1_1, pool1, conv2_1, ")
 
 
 def test_figure_out_may_not_overwrite_the_checkpoint(tiny_ckpt, tmp_path):

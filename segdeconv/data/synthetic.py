@@ -2,7 +2,9 @@
 
 Every item is a pure function of ``(seed, split, index)``: the same index always yields the same
 image, in any worker, on any machine. Classes: background, disc, box, triangle, ring. A thin band
-along every shape boundary is ``IGNORE_INDEX`` (255), as VOC's object borders.
+along every shape boundary is ``IGNORE_INDEX`` (255), as VOC's object borders. Shapes are small
+(radius 5–14 % of the shorter side: 4–11 px at the quick start's 80×112) and the band ~1 px wide, so
+outlines need more resolution than a 1/8 prediction grid has (README "Quick start").
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from segdeconv.errors import ConfigError
 CLASS_NAMES = ["background", "disc", "box", "triangle", "ring"]
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255], [50, 205, 50], [255, 215, 0]]
 _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+RADIUS = (0.05, 0.14)  # shape radius r ~ U(RADIUS) · min(H, W)
+BORDER = 0.5  # pixels between the outlines of radius r − BORDER and r + BORDER are IGNORE_INDEX
+RENDERER = 2  # bumped whenever render() draws different images for the same (seed, split, index)
 
 
 def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
@@ -49,11 +54,11 @@ def render(rng: np.random.Generator, h: int, w: int, max_shapes: int = 4) -> tup
     border = np.zeros((h, w), dtype=bool)
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         kind = int(rng.integers(1, len(CLASS_NAMES)))
-        r = rng.uniform(0.1, 0.25) * min(h, w)
+        r = rng.uniform(*RADIUS) * min(h, w)
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         inside = _shape_mask(kind, yy, xx, cy, cx, r)
-        grown = _shape_mask(kind, yy, xx, cy, cx, r + 1.5)
-        shrunk = _shape_mask(kind, yy, xx, cy, cx, max(r - 1.5, 0.5))
+        grown = _shape_mask(kind, yy, xx, cy, cx, r + BORDER)
+        shrunk = _shape_mask(kind, yy, xx, cy, cx, max(r - BORDER, 0.5))
         colour = _fill_colour(rng, kind)
         image[inside] = colour + rng.normal(0, 10, size=(int(inside.sum()), 3))
         label[inside] = kind
@@ -111,8 +116,8 @@ class SyntheticShapes(Dataset):
 
     def fingerprint(self) -> str:
         """What decides every item (the class-weight cache key)."""
-        return (f"seed={self.seed} split={self.split} length={self.length} size={self.image_size}"
-                f" max_shapes={self.max_shapes}")
+        return (f"renderer={RENDERER} seed={self.seed} split={self.split} length={self.length}"
+                f" size={self.image_size} max_shapes={self.max_shapes}")
 
     def __repr__(self) -> str:
         return f"SyntheticShapes({self.fingerprint()})"
