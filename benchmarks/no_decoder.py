@@ -1,6 +1,6 @@
 """The decoder ablation of the quick start (``benchmarks/quickstart.py --no-decoder``): the default
 encoder with a 3×3 conv–BN–ReLU + 1×1 classifier at its output (1/8 for ``segnet_small``), upsampled
-bilinearly to the input size — an FCN-32s-style head, no unpooling, no decoder. Not part of the library;
+bilinearly to the input size — a single-scale head without skips, no unpooling, no decoder. Not part of the library;
 built by ``train.py`` through ``model._target_=no_decoder.NoDecoder`` with this folder on PYTHONPATH."""
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from segdeconv.models.vgg import VGGEncoder
 class NoDecoder(nn.Module):
     """``forward(x: (B,3,H,W)) -> (B,num_classes,H,W)``: encoder → head at H/2^N → bilinear upsampling."""
 
-    def __init__(self, num_classes: int, encoder: VGGEncoder, **_: object) -> None:  # the SegNet keys are ignored
+    def __init__(self, num_classes: int, encoder: VGGEncoder, lean: bool = True, **_: object) -> None:
+        """``lean`` as SegNet's (the quick start: false), so both time the same encoder graph; the other SegNet
+        keys (decoder, classifier_kernel, dropout, …) have nothing to act on here and are ignored."""
         super().__init__()
         self.encoder, self.num_classes = encoder, int(num_classes)
-        c = encoder.stages[-1][-1]
+        encoder.lean = bool(lean)
+        c = encoder.out_channels
         self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                   nn.Conv2d(c, self.num_classes, 1))
 

@@ -5,26 +5,45 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
-TINY = ["--", "dataset.image_size=[32,48]", "dataset.train.length=8", "dataset.val.length=4",
-        "dataset.batch_size=4", "trainer.max_epochs=1"]
+TINY = ["dataset.image_size=[32,48]", "dataset.train.length=8", "dataset.val.length=4",
+        "dataset.batch_size=4", "trainer.max_epochs=1", "trainer.device=cpu"]
+SCRIPT = [sys.executable, "benchmarks/quickstart.py"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_no_decoder_ablation_trains_and_reports_one_row_per_seed():
-    cmd = [sys.executable, "benchmarks/quickstart.py", "--no-decoder", "--threads", "1", "--seeds", "3", "4", *TINY]
-    r = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                       timeout=300)
+def rows(stdout: str) -> list[tuple[str, ...]]:
+    return re.findall(r"^\| (\d+) \| (\w+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| cpu, ", stdout, re.M)
+
+
+@pytest.mark.parametrize("ablation,model", [(["--no-decoder"], "NoDecoder"), ([], "SegNet")])
+def test_trains_and_reports_one_row_per_seed(ablation, model):
+    """Options and overrides in any order; each row names the model train.py actually built."""
+    cmd = SCRIPT + ablation + ["--threads", "1", "--seeds", "3", *TINY[:2], "--avx2", *TINY[2:]]
+    r = subprocess.run(cmd + (["--seeds", "3", "4"] if ablation else []), cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| cpu, ", r.stdout, re.M)
-    assert [row[0] for row in rows] == ["3", "4"], r.stdout
-    assert all(0.0 <= float(m) <= 1.0 and float(run) <= float(wall) for _, m, wall, run in rows), rows
-    assert re.search(r"min [0-9.]+ · mean [0-9.]+ over 2 seeds", r.stdout), r.stdout
-    assert "threads" in r.stdout.splitlines()[0]  # the machine line comes first
+    got = rows(r.stdout)
+    seeds = ["3", "4"] if ablation else ["3"]
+    assert [row[0] for row in got] == seeds and {row[1] for row in got} == {model}, r.stdout
+    assert all(0.0 <= float(m) <= 1.0 and float(run) <= float(wall) for *_, m, wall, run in got), got
+    assert re.search(rf"min [0-9.]+ · mean [0-9.]+ over {len(seeds)} seeds", r.stdout), r.stdout
+    assert "AVX2" in r.stdout.splitlines()[0] and "1 threads" in r.stdout.splitlines()[0]  # the capped child's view
 
 
-def test_no_decoder_head_predicts_at_the_input_size_without_switches():
-    sys.path.insert(0, str(REPO / "benchmarks"))
+@pytest.mark.parametrize("args,words", [(["--seeds", "1", "1"], "each seed once"),
+                                        (["hydra.run.dir=/tmp/x"], "set by this script"),
+                                        (["dataset.image_size"], "unrecognized arguments: dataset.image_size")])
+def test_bad_arguments_are_one_usage_error(args, words):
+    r = subprocess.run(SCRIPT + args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_no_decoder_head_predicts_at_the_input_size_without_switches(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import torch
     from no_decoder import NoDecoder
     from segdeconv.models import VGGEncoder

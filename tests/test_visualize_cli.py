@@ -55,6 +55,19 @@ def test_load_trained_needs_a_model_config(tiny_ckpt, tmp_path):
         load_trained(bare)
 
 
+def test_default_layers_fit_the_checkpoint_encoder(tiny_ckpt, tmp_path):
+    """``layers: null`` (the default): the last conv of the two deepest stages of whatever encoder was trained."""
+    from segdeconv.tasks.visualize import default_layers
+
+    facts = visualize(compose_cfg([f"ckpt_path={tiny_ckpt}", f"output_dir={tmp_path}", "progress=false",
+                                   "channels=[0]", "topk=1", "tile_px=16"], "visualize"))
+    assert facts["layers"] == "conv2_1, conv3_2"  # the default segnet_small: VGG11's 3 stages
+    vgg16 = ["conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2", "conv3_3", "pool3",
+             "conv4_1", "conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2", "conv5_3", "pool5"]
+    assert default_layers(vgg16) == ["conv4_3", "conv5_3"]
+    assert run(tiny_ckpt, tmp_path / "one", "layers=conv3_2")["layers"] == "conv3_2"  # a bare name is one layer
+
+
 def test_channel_out_of_range_is_a_config_error(tiny_ckpt, tmp_path):
     with pytest.raises(ConfigError, match=r"channel 40 is out of range for conv1_1 \(32 channels: 0..31\)"):
         run(tiny_ckpt, tmp_path, "channels=[0,40]")

@@ -2,9 +2,11 @@
 
 Every item is a pure function of ``(seed, split, index)``: the same index always yields the same
 image, in any worker, on any machine. Classes: background, disc, box, triangle, ring. A thin band
-along every shape boundary is ``IGNORE_INDEX`` (255), as VOC's object borders. Shapes are small
-(radius 5–14 % of the shorter side: 4–11 px at the quick start's 80×112) and the band ~1 px wide, so
-outlines need more resolution than a 1/8 prediction grid has (README "Quick start").
+along each shape's outline is ``IGNORE_INDEX`` (255), as VOC's object borders: the pixels between the
+outlines at radius r ± BORDER, ~1 px wide across a disc's or box's edge, thinner across a triangle's
+slanted sides; a ring's hole has no band. Shapes are small (radius 5–14 % of the shorter side: 4–11 px
+at the quick start's 80×112), so outlines need more resolution than a 1/8 prediction grid has
+(README "Quick start").
 """
 from __future__ import annotations
 

@@ -62,6 +62,16 @@ def _table_json(t: TopK) -> dict[str, Any]:
             "y": t.y.tolist(), "x": t.x.tolist()}
 
 
+def default_layers(names: list[str]) -> list[str]:
+    """``layers: null``: the last conv of the two deepest stages (``conv4_3, conv5_3`` for VGG16; ``conv2_1,
+    conv3_2`` for the quick start's 3-stage VGG11), so the default fits every encoder."""
+    last: dict[str, str] = {}
+    for name in names:  # convI_J in forward order
+        if name.startswith("conv"):
+            last[name.split("_")[0]] = name
+    return list(last.values())[-2:]
+
+
 def visualize(cfg: DictConfig) -> dict[str, Any]:
     """Run the tool as ``cfg`` describes; returns the run's facts (timings, counts, files)."""
     out = Path(cfg.output_dir)
@@ -69,7 +79,9 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         check_output_file(cfg.figure_out, [cfg.ckpt_path], "figure_out")
     out.mkdir(parents=True, exist_ok=True)
     projector, dataset = _prepare(cfg)
-    layers, channels = list(cfg.layers), list(cfg.channels)
+    layers = default_layers(list(projector.layers)) if cfg.layers is None else (
+        [cfg.layers] if isinstance(cfg.layers, str) else list(cfg.layers))  # layers=conv3_3: one layer
+    channels = list(cfg.channels)
     t0 = time.perf_counter()
     tables = search_topk(projector, dataset, layers, channels, cfg.topk, cfg.get("limit"),
                          int(cfg.num_workers), bool(cfg.progress))
