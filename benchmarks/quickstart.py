@@ -48,7 +48,7 @@ def one_run(seed: int, args: argparse.Namespace, work: Path) -> tuple[str, str, 
     run_dir = work / f"seed{seed}"
     cmd = [PY, "train.py", f"trainer.seed={seed}", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
     cmd += ["model._target_=no_decoder.NoDecoder"] if args.no_decoder else []
-    m = run_measured(cmd + list(args.overrides), env=child_env(args))
+    m = run_measured(cmd + list(args.overrides))  # the children's env: set once in main()
     log_file = run_dir / "train.log"
     log = log_file.read_text()
     device, final = DEVICE.search(log), FINAL.search(log)
@@ -67,7 +67,6 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             ap.error(f"{o}: set by this script per run; drop it")
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Any key=value argument is passed to every train.py run.")
@@ -80,7 +79,7 @@ def main() -> None:
     args = ap.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
     check_args(ap, args)
-    os.environ.update({k: v for k, v in child_env(args).items() if k != "PYTHONPATH"})  # the header's ISA/threads
+    os.environ.update(child_env(args))  # every run's, and the header's ISA/threads (torch not imported yet)
     print(machine_line())
     print(f"`python benchmarks/quickstart.py {' '.join(sys.argv[1:])}` · {load_line()} at the start\n")
     print("| seed | model | val mIoU | wall s | run s (log) | device line |\n|---:|---|---:|---:|---:|---|")
