@@ -22,7 +22,12 @@ class Measured(NamedTuple):
 
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> Measured:
-    """Wall time, peak RSS, CPU time and stdout of ``cmd``; RSS and CPU from ``os.wait4`` (that child only)."""
+    """Wall time, peak RSS, CPU time and stdout of ``cmd``; RSS and CPU from ``os.wait4`` (that child only).
+
+    Linux charges the spawning process's own high-water mark to the child at ``exec`` (``ru_maxrss`` is
+    max(parent's peak so far, child's own)), so a child that peaks below this process is refused rather
+    than reported: spawn memory measurements before this process grows (e.g. before ``import torch``)."""
+    import resource
     import tempfile
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -34,6 +39,10 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> M
         out.seek(0), err.seek(0)
         if p.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.read()[-2000:]}")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if usage.ru_maxrss <= own:
+            raise RuntimeError(f"the peak RSS of {' '.join(cmd)[:120]} is hidden by this process's own "
+                               f"({own / 2**20:.2f} GiB, charged to the child at exec): measure it from a smaller process")
         return Measured(dt, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime, out.read())
 
 
@@ -116,3 +125,23 @@ def machine_line() -> str:
 
 
 PY = sys.executable
+
+
+def compose(overrides: list[list[str]]) -> list:
+    """train.py's composed and checked config for each override list, or the exception that raised."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from segdeconv.cli import register_resolvers
+    from segdeconv.config import check_config
+
+    register_resolvers()
+    out: list = []
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        for over in overrides:
+            try:
+                cfg = hydra_compose(config_name="train", overrides=over)
+                check_config(cfg)
+            except Exception as e:  # noqa: BLE001 — reported in the row
+                cfg = e
+            out.append(cfg)
+    return out

@@ -33,7 +33,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bench_train import SETTINGS, train_gflop_per_image, train_overrides  # noqa: E402
-from common import PY, REPO, cause_line, machine_line, nvidia_smi, run_capped  # noqa: E402
+from common import PY, REPO, cause_line, compose, machine_line, nvidia_smi, run_capped  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 VARIANTS = {"NCHW": ["trainer.channels_last=false"], "channels_last": ["trainer.channels_last=true"],
@@ -92,26 +92,6 @@ def ddp_row() -> Row:
 
 
 # ----------------------------------------------------------------------------- worker: one row, one process
-def compose(overrides: list[list[str]]) -> list:
-    """train.py's composed and checked config for each override list, or the exception that raised."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from segdeconv.cli import register_resolvers
-    from segdeconv.config import check_config
-
-    register_resolvers()
-    out: list = []
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        for over in overrides:
-            try:
-                cfg = hydra_compose(config_name="train", overrides=over)
-                check_config(cfg)
-            except Exception as e:  # noqa: BLE001 — reported in the row
-                cfg = e
-            out.append(cfg)
-    return out
-
-
 def full_overrides(model: str, over: list[str]) -> list[str]:
     return [*train_overrides(model, SETTINGS[model]["batch"]), *WORKER, *over]
 
