@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,9 +80,10 @@ def train_overrides(model: str, images: int) -> list[str]:
 def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict) -> tuple[float, float, float]:
     """(img/s, CPU s/img, peak RSS GiB) of train.py with ``extra`` overrides."""
     s = SETTINGS[model]
-    base = [PY, "train.py", *train_overrides(model, s["batch"] * steps[1]), "hydra.run.dir=/tmp/segdeconv_bench",
-            *extra]
-    runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1"], env) for n in steps]
+    base = [PY, "train.py", *train_overrides(model, s["batch"] * steps[1]), *extra]
+    with tempfile.TemporaryDirectory(prefix="segdeconv_bench_") as tmp:  # a fresh run directory per run
+        runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1", f"hydra.run.dir={tmp}/{n}"],
+                             env) for n in steps]
     images = s["batch"] * (steps[1] - steps[0])
     return (images / (runs[1].wall_s - runs[0].wall_s), (runs[1].cpu_s - runs[0].cpu_s) / images,
             max(r.rss_gib for r in runs))

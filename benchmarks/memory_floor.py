@@ -10,7 +10,8 @@ et al. 2018, has to switch to leaky ReLU for that). The lean graph (``model.lean
 one map. Going below it means recomputing convolutions (``model.checkpoint``) or storing lossy maps.
 
 Memory peaks at one of two moments of a step, and each has parts no exact graph avoids:
-A — start of backward: the torch + optimizer import (measured in a child process), fp32 weights, the
+A — start of backward: what ``python train.py`` imports plus the optimizer (measured in a fresh process),
+    fp32 weights, the
     optimizer state, autocast's bf16 weight copies (kept by the convolutions for backward), every stored
     convolution output and the first gradient map (the largest output's size);
 B — end of backward: the import, weights, optimizer state and a gradient for every weight.
@@ -21,12 +22,13 @@ backward temporaries come on top.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bench_train import SETTINGS, train_overrides  # noqa: E402
-from common import PY, REPO, compose, machine_line, run_measured  # noqa: E402
+from common import PY, REPO, compose, machine_line  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 GIB = 2**30
@@ -34,10 +36,14 @@ TARGETS = {"segnet": {"fp32": 0.50, "bf16": 0.40}, "deconvnet": {"fp32": 0.70, "
 
 
 def import_floor_gib(optimizer_target: str) -> float:
-    """Peak RSS of a child that imports torch and builds one ``optimizer_target`` (which imports torch._dynamo)."""
+    """Peak RSS (VmHWM, read in-process) of a fresh process that imported what ``python train.py`` imports
+    (torch, the task layer, the albumentations transforms, TensorBoard) and built one ``optimizer_target``."""
     mod, cls = optimizer_target.rsplit(".", 1)
-    code = f"import torch, {mod} as m; m.{cls}([torch.zeros(1, requires_grad=True)], lr=0.1)"
-    return run_measured([PY, "-c", code]).rss_gib
+    code = (f"import torch, {mod} as m, segdeconv.tasks.train, segdeconv.data.transforms, train; "
+            f"m.{cls}([torch.zeros(1, requires_grad=True)], lr=0.1); from torch.utils.tensorboard import SummaryWriter; "
+            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    out = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1]) * 1024 / GIB
 
 
 def conv_outputs(model, size: tuple[int, int]) -> tuple[int, int]:
@@ -59,7 +65,7 @@ def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: floa
     overrides = [*train_overrides(model_name, batch), f"dataset.image_size=[{size[0]},{size[1]}]"]
     group = next((o.split("=", 1)[1] for o in overrides if o.startswith("optimizer=")), "adamw")  # train.yaml's
     opt = OmegaConf.load(REPO / "conf" / "optimizer" / f"{group}.yaml")._target_
-    base = import_floor_gib(opt)  # first: this process must still be small (common.run_measured)
+    base = import_floor_gib(opt)
 
     import torch
 
@@ -75,7 +81,7 @@ def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: floa
                                                                   torch.nn.Linear)) for p in m.parameters(False))
     states = 2 if opt.endswith("AdamW") or opt.endswith("Adam") else int(bool(cfg.optimizer.get("momentum")))
     stored, largest = conv_outputs(model, size)
-    rows = [("torch + optimizer import (measured)", base, base),
+    rows = [("imports of train.py + optimizer (measured)", base, base),
             (f"weights ({params / 1e6:.2f} M, fp32)", params * 4 / GIB, params * 4 / GIB),
             (f"optimizer state ({opt.rsplit('.', 1)[1]}: {states} × fp32)", states * params * 4 / GIB,
              states * params * 4 / GIB),

@@ -55,7 +55,7 @@ def test_floor_table_adds_up_and_compares_with_the_reference():
     assert f"({values / 1e6:.1f} M values/image × 2)" in stored
     assert rows[stored][0] == pytest.approx(values * 2 * 4 / 2**30, abs=0.006)  # fp32 column, 2 decimals
     assert rows[stored][1] == pytest.approx(values * 2 * 2 / 2**30, abs=0.006)
-    assert 0.2 < rows["torch + optimizer import (measured)"][0] < 2.0  # a measured process, not a constant
+    assert 0.2 < rows["imports of train.py + optimizer (measured)"][0] < 2.0  # a measured process, not a constant
     a, b, floor = rows["A: start of backward"], rows["B: end of backward (+ fp32 gradients)"], rows["floor = max(A, B)"]
     for i in (0, 1):
         assert floor[i] == pytest.approx(max(a[i], b[i]), abs=0.006)
@@ -79,3 +79,14 @@ def test_run_measured_refuses_a_child_hidden_by_this_process_peak():
         run_measured([sys.executable, "-c", "pass"])
     bigger = run_measured([sys.executable, "-c", f"b = bytearray({2 * own_kib * 1024}); b[::4096] = b'x' * len(b[::4096])"])
     assert bigger.rss_gib >= 2 * own_kib / 2**20 * 0.95
+
+
+def test_bench_train_runs_each_train_py_in_its_own_run_directory():
+    """bench_train.ours launches train.py twice (two step counts): each needs a fresh hydra.run.dir, or
+    the second is refused as overwriting the first run's record. Run from a fresh process (see above)."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); from bench_train import ours; "
+            "print(ours('segnet', ['dataset.image_size=[64,96]'], (1, 2), None))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    img_s, cpu_s, rss = eval(r.stdout.strip().splitlines()[-1])
+    assert img_s > 0 and cpu_s > 0 and 0.3 < rss < 8
