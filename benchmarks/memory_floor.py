@@ -9,15 +9,15 @@ zero), and ReLU is not invertible, so x̂ cannot be rebuilt from anything smalle
 et al. 2018, has to switch to leaky ReLU for that). The lean graph (``model.lean``) keeps exactly that
 one map. Going below it means recomputing convolutions (``model.checkpoint``) or storing lossy maps.
 
-Memory peaks at one of two moments of a step, and each has parts no exact graph avoids:
-A — start of backward: what ``python train.py`` imports plus the optimizer (measured in a fresh process),
-    fp32 weights, the
-    optimizer state, autocast's bf16 weight copies (kept by the convolutions for backward), every stored
-    convolution output and the first gradient map (the largest output's size);
-B — end of backward: the import, weights, optimizer state and a gradient for every weight.
-The floor max(A, B) is printed beside the target (ratio × the reference's peak RSS from bench_train.py,
-measured in its own run: ``--reference-gib``). Allocator slack, oneDNN's reorders and BatchNorm's
-backward temporaries come on top.
+The floor walks backward through the convolutions (reverse forward order). At convolution i alive are,
+at the least: what ``python train.py`` imports plus the optimizer (measured in a fresh process), the
+fp32 weights and optimizer state; the stored outputs of convolutions 1..i-1 and i's input (kept or
+rebuilt: its weight gradient reads it), autocast's bf16 weight copies of 1..i; the fp32 gradients of
+convolutions i..n (this one included) and, under autocast, this one's bf16 weight gradient before its
+fp32 cast; the gradient maps of i's output and input. The largest such sum is printed beside the target (× the reference's peak RSS from
+bench_train.py, measured in its own run: ``--reference-gib``). Its first step (i = n) is the start of
+backward, its last the end; with huge layers mid-network (DeconvNet's fc6) the peak lies between.
+Allocator slack, oneDNN's reorders and BatchNorm's backward temporaries come on top.
 """
 from __future__ import annotations
 
@@ -46,18 +46,38 @@ def import_floor_gib(optimizer_target: str) -> float:
     return int(out.split()[-1]) * 1024 / GIB
 
 
-def conv_outputs(model, size: tuple[int, int]) -> tuple[int, int]:
-    """(values in all conv / transposed-conv outputs, values in the largest one) for one image."""
+def conv_layers(model, size: tuple[int, int]) -> list[tuple[str, int, int, int]]:
+    """``(name, input values, kept output values, weight values)`` of every conv / transposed conv, in
+    forward order, for one image. A conv on the RGB image keeps 0 values: the lean graph rebuilds it."""
     import torch
 
-    sizes: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel())) for m in model.modules()
-             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    from segdeconv.models.lean import _is_cheap_conv
+
+    out: list[tuple[str, int, int, int]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: out.append(
+                 (n, i[0].numel(), 0 if _is_cheap_conv(m) else o.numel(), m.weight.numel())))
+             for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, *size))
     for h in hooks:
         h.remove()
-    return sum(sizes), max(sizes)
+    return out
+
+
+def backward_peak(layers: list[tuple[str, int, int, int]], batch: int, act_bytes: int, autocast: bool) -> tuple:
+    """``(name, stored maps, bf16 weight copies, fp32 gradients, bf16 weight gradient, gradient maps)`` in
+    bytes at the convolution where their sum peaks, walking backward (module docstring)."""
+    best: tuple = ("", 0, 0, 0, 0, 0)
+    for i in range(len(layers) - 1, -1, -1):
+        name, inp, outp, w = layers[i]
+        parts = ((sum(o for _, _, o, _ in layers[:i]) + inp) * batch * act_bytes,  # + its input, kept or rebuilt
+                 sum(x for *_, x in layers[:i + 1]) * 2 * autocast,
+                 sum(x for *_, x in layers[i:]) * 4,
+                 w * 2 * autocast,
+                 (inp + outp) * batch * act_bytes)
+        if sum(parts) > sum(best[1:]):
+            best = (name, *parts)
+    return best
 
 
 def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: float | None) -> list[tuple]:
@@ -67,8 +87,6 @@ def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: floa
     opt = OmegaConf.load(REPO / "conf" / "optimizer" / f"{group}.yaml")._target_
     base = import_floor_gib(opt)
 
-    import torch
-
     from segdeconv.config import model_from_config
 
     cfg = compose([overrides])[0]
@@ -77,25 +95,24 @@ def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: floa
     assert cfg.optimizer._target_ == opt, (cfg.optimizer._target_, opt)
     model = model_from_config(cfg.model)
     params = sum(p.numel() for p in model.parameters())
-    cast = sum(p.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d,
-                                                                  torch.nn.Linear)) for p in m.parameters(False))
     states = 2 if opt.endswith("AdamW") or opt.endswith("Adam") else int(bool(cfg.optimizer.get("momentum")))
-    stored, largest = conv_outputs(model, size)
+    layers = conv_layers(model, size)
+    f32, b16 = backward_peak(layers, batch, 4, False), backward_peak(layers, batch, 2, True)
+    at = f32[0] if f32[0] == b16[0] else f"fp32: {f32[0]}, bf16: {b16[0]}"
+    stored = sum(o for _, _, o, _ in layers)
     rows = [("imports of train.py + optimizer (measured)", base, base),
             (f"weights ({params / 1e6:.2f} M, fp32)", params * 4 / GIB, params * 4 / GIB),
             (f"optimizer state ({opt.rsplit('.', 1)[1]}: {states} × fp32)", states * params * 4 / GIB,
-             states * params * 4 / GIB),
-            ("autocast's bf16 weight copies", 0.0, cast * 2 / GIB),
-            (f"stored conv outputs ({stored / 1e6:.1f} M values/image × {batch})", stored * batch * 4 / GIB,
-             stored * batch * 2 / GIB),
-            ("first gradient map (largest output)", largest * batch * 4 / GIB, largest * batch * 2 / GIB)]
-    a = tuple(sum(r[i] for r in rows) for i in (1, 2))
-    b = tuple(base + params * 4 * (1 + states + 1) / GIB for _ in (1, 2))  # + fp32 gradients
-    rows += [("**A: start of backward**", *a), ("**B: end of backward (+ fp32 gradients)**", *b),
-             ("**floor = max(A, B)**", max(a[0], b[0]), max(a[1], b[1]))]
+             states * params * 4 / GIB)]
+    labels = (f"stored conv outputs not yet used + this conv's input (all kept: {stored / 1e6:.1f} M values/image × {batch})",
+              "autocast's bf16 weight copies not yet used", "fp32 weight gradients formed so far",
+              "this layer's bf16 weight gradient (before its fp32 cast)", "gradient maps of its output and input")
+    rows += [(f"{label}", x / GIB, y / GIB) for label, x, y in zip(labels, f32[1:], b16[1:])]
+    floor = (sum(r[1] for r in rows), sum(r[2] for r in rows))
+    rows += [(f"**floor: peak of the backward walk** (at {at})", *floor)]
     if ref_gib:
         t = TARGETS[model_name]
-        rows += [("floor / reference", rows[-1][1] / ref_gib, rows[-1][2] / ref_gib),
+        rows += [("floor / reference", floor[0] / ref_gib, floor[1] / ref_gib),
                  ("issue #18 target (× reference)", t["fp32"], t["bf16"])]
     return rows
 
