@@ -47,7 +47,7 @@ def test_int8_predictor_is_really_quantized_and_agrees_with_float(predictors, sy
     assert np.abs(a - b).mean() < 0.03  # …with probabilities close to the float model's (measured 0.010)
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.9  # measured 0.945 on these (unlike CamVid) images
     parity = int8_p.model.parity
-    # the worst single logit of a whole batch, relative to the largest: below 0.5 before, 0.53 in a CI run, on the tiny models
+    # worst single logit of a batch vs the largest: below 0.5 before, 0.53 in one CI run, on the tiny models
     # the suite trains (it moves with their weights); past 1.0 the int8 graph would be broken, not rounded
     assert parity["argmax_agreement"] > 0.9 and 0 < parity["max_rel_logit_error"] < 1.0
     assert int8_p.amp_dtype is None and "Int8Model" in repr(int8_p)
