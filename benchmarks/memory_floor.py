@@ -14,9 +14,8 @@ at the least: what ``python train.py`` imports plus the optimizer (measured in a
 fp32 weights and optimizer state; the stored outputs of convolutions 1..i-1 and i's input (kept or
 rebuilt: its weight gradient reads it), autocast's bf16 weight copies of 1..i; the fp32 gradients of
 convolutions i..n (this one included) and, under autocast, this one's bf16 weight gradient before its
-fp32 cast; the gradient maps of i's output and input. The largest such sum is printed
-beside the target (× the reference's peak RSS from
-bench_train.py, measured in its own run: ``--reference-gib``). Its first step (i = n) is the start of
+fp32 cast; the gradient maps of i's output and input. The largest such sum is printed beside the
+target (× the reference's peak RSS from bench_train.py, measured in its own run: ``--reference-gib``). Its first step (i = n) is the start of
 backward, its last the end; with huge layers mid-network (DeconvNet's fc6) the peak lies between.
 Allocator slack, oneDNN's reorders and BatchNorm's backward temporaries come on top.
 """
