@@ -15,8 +15,8 @@ fp32 weights and optimizer state; the stored outputs of convolutions 1..i-1 and 
 rebuilt: its weight gradient reads it), autocast's bf16 weight copies of 1..i; the fp32 gradients of
 convolutions i..n (this one included) and, under autocast, this one's bf16 weight gradient before its
 fp32 cast; the gradient maps of i's output and input. The largest such sum is printed beside the
-target (× the reference's peak RSS from bench_train.py, measured in its own run: ``--reference-gib``). Its first step (i = n) is the start of
-backward, its last the end; with huge layers mid-network (DeconvNet's fc6) the peak lies between.
+target (× the reference's peak RSS from bench_train.py, measured in its own run: ``--reference-gib``).
+Its first step (i = n) is the start of backward, its last the end; with huge layers mid-network (DeconvNet's fc6) the peak lies between.
 Allocator slack, oneDNN's reorders and BatchNorm's backward temporaries come on top.
 """
 from __future__ import annotations
@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bench_train import SETTINGS, train_overrides  # noqa: E402
 from common import PY, REPO, compose, machine_line  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 GIB = 2**30
 TARGETS = {"segnet": {"fp32": 0.50, "bf16": 0.40}, "deconvnet": {"fp32": 0.70, "bf16": 0.70}}  # issue #18
@@ -82,20 +81,16 @@ def backward_peak(layers: list[tuple[str, int, int, int]], batch: int, act_bytes
 
 def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: float | None) -> list[tuple]:
     """``(part, fp32 GiB, bf16 GiB)`` rows of the table."""
-    overrides = [*train_overrides(model_name, batch), f"dataset.image_size=[{size[0]},{size[1]}]"]
-    group = next((o.split("=", 1)[1] for o in overrides if o.startswith("optimizer=")), "adamw")  # train.yaml's
-    opt = OmegaConf.load(REPO / "conf" / "optimizer" / f"{group}.yaml")._target_
-    base = import_floor_gib(opt)
-
     from segdeconv.config import model_from_config
 
-    cfg = compose([overrides])[0]
+    cfg = compose([[*train_overrides(model_name, batch), f"dataset.image_size=[{size[0]},{size[1]}]"]])[0]
     if isinstance(cfg, Exception):
         raise cfg
-    assert cfg.optimizer._target_ == opt, (cfg.optimizer._target_, opt)
+    opt = cfg.optimizer._target_
+    base = import_floor_gib(opt)
     model = model_from_config(cfg.model)
     params = sum(p.numel() for p in model.parameters())
-    states = 2 if opt.endswith("AdamW") or opt.endswith("Adam") else int(bool(cfg.optimizer.get("momentum")))
+    states = 2 if opt.endswith(("Adam", "AdamW")) else int(bool(cfg.optimizer.get("momentum")))
     layers = conv_layers(model, size)
     f32, b16 = backward_peak(layers, batch, 4, False), backward_peak(layers, batch, 2, True)
     at = f32[0] if f32[0] == b16[0] else f"fp32: {f32[0]}, bf16: {b16[0]}"
@@ -107,7 +102,7 @@ def floor_rows(model_name: str, size: tuple[int, int], batch: int, ref_gib: floa
     labels = (f"stored conv outputs not yet used + this conv's input (all kept: {stored / 1e6:.1f} M values/image × {batch})",
               "autocast's bf16 weight copies not yet used", "fp32 weight gradients formed so far",
               "this layer's bf16 weight gradient (before its fp32 cast)", "gradient maps of its output and input")
-    rows += [(f"{label}", x / GIB, y / GIB) for label, x, y in zip(labels, f32[1:], b16[1:])]
+    rows += [(label, x / GIB, y / GIB) for label, x, y in zip(labels, f32[1:], b16[1:])]
     floor = (sum(r[1] for r in rows), sum(r[2] for r in rows))
     rows += [(f"**floor: peak of the backward walk** (at {at})", *floor)]
     if ref_gib:

@@ -1,5 +1,5 @@
-"""benchmarks/memory_floor.py (the least peak RSS of an exact training step) and the peak-RSS guard of
-benchmarks/common.run_measured."""
+"""benchmarks/memory_floor.py (the least peak RSS of an exact training step), the child-only peak RSS of
+benchmarks/common.run_measured, and bench_train's run directories."""
 import os
 import re
 import subprocess
@@ -95,7 +95,7 @@ def test_run_measured_reports_the_child_own_peak_not_this_process_inherited_one(
 
 def test_bench_train_runs_each_train_py_in_its_own_run_directory():
     """bench_train.ours launches train.py twice (two step counts): each needs a fresh hydra.run.dir, or
-    the second is refused as overwriting the first run's record. Run from a fresh process (see above)."""
+    the second is refused as overwriting the first run's record."""
     code = ("import sys; sys.path.insert(0, 'benchmarks'); from bench_train import ours; "
             "print(ours('segnet', ['dataset.image_size=[64,96]'], (1, 2), None))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
