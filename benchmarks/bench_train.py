@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MALLOCS, PY, load_line, machine_line, malloc_env, run_measured  # noqa: E402
+from common import MALLOCS, PY, Measured, load_line, machine_line, malloc_env, run_measured  # noqa: E402
 
 # Ours trains on the synthetic data's 5 classes; the SegNet reference keeps the paper's 11 (its 3×3
 # classifier is 0.5% of the FLOPs, in the reference's disfavour), DeconvNet's uses 5 (1×1: < 0.1%).
@@ -77,16 +77,32 @@ def train_overrides(model: str, images: int) -> list[str]:
     return out
 
 
-def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict) -> tuple[float, float, float]:
-    """(img/s, CPU s/img, peak RSS GiB) of train.py with ``extra`` overrides."""
+def ours_runs(model: str, extra: list[str], steps: tuple[int, int], env: dict | None, root: Path) -> list[Measured]:
+    """train.py with ``extra`` overrides once per step count, each in its own run directory ``root/<steps>``
+    (one ``hydra.run.dir`` for both would have the second refused as overwriting the first run's record)."""
     s = SETTINGS[model]
     base = [PY, "train.py", *train_overrides(model, s["batch"] * steps[1]), *extra]
-    with tempfile.TemporaryDirectory(prefix="segdeconv_bench_") as tmp:  # a fresh run directory per run
-        runs = [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1", f"hydra.run.dir={tmp}/{n}"],
-                             env) for n in steps]
-    images = s["batch"] * (steps[1] - steps[0])
-    return (images / (runs[1].wall_s - runs[0].wall_s), (runs[1].cpu_s - runs[0].cpu_s) / images,
-            max(r.rss_gib for r in runs))
+    return [run_measured(base + [f"trainer.max_steps={n}", "trainer.max_epochs=1", f"hydra.run.dir={root}/{n}"], env)
+            for n in steps]
+
+
+def per_image(images: int, runs: list[Measured]) -> tuple[float, float, float]:
+    """(img/s, CPU s/img, peak RSS GiB) of ``images`` more images in ``runs[1]`` than in ``runs[0]``.
+
+    Raises ValueError when the longer run took no more wall or CPU time: start-up noise then exceeds the
+    timed steps, and the difference would be a meaningless (negative or infinite) rate."""
+    wall, cpu = runs[1].wall_s - runs[0].wall_s, runs[1].cpu_s - runs[0].cpu_s
+    if wall <= 0 or cpu <= 0:
+        raise ValueError(f"the longer run took no more time than the shorter one (wall {wall:+.2f} s, CPU "
+                         f"{cpu:+.2f} s): start-up noise exceeds the timed steps; widen --steps")
+    return images / wall, cpu / images, max(r.rss_gib for r in runs)
+
+
+def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict | None) -> tuple[float, float, float]:
+    """(img/s, CPU s/img, peak RSS GiB) of train.py with ``extra`` overrides, from two step counts."""
+    with tempfile.TemporaryDirectory(prefix="segdeconv_bench_") as tmp:
+        runs = ours_runs(model, extra, steps, env, Path(tmp))
+    return per_image(SETTINGS[model]["batch"] * (steps[1] - steps[0]), runs)
 
 
 def train_gflop_per_image(model: str) -> float:
@@ -139,6 +155,11 @@ def main() -> None:
     ap.add_argument("--malloc", default="glibc", choices=sorted(MALLOCS), help="allocator for every process (LD_PRELOAD)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if not 1 <= a.steps[0] < a.steps[1]:
+        ap.error(f"--steps {a.steps[0]} {a.steps[1]}: need 1 <= N1 < N2 (img/s is the difference of the two runs)")
+    unknown = [n for n in a.configs.split(",") if n not in CONFIGS]
+    if unknown:
+        ap.error(f"--configs: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(CONFIGS)}")
     if a.worker:
         return reference_worker(a.model, a.steps[1] - a.steps[0])
     env = malloc_env(a.malloc)
@@ -154,7 +175,11 @@ def main() -> None:
     print(f"| reference (MaxUnpool2d int64, fp32, eager, NCHW) | {ref:.3f} | 1.00× | {ref_cpu:.2f} | 1.00× | "
           f"{ref * gf:.0f} | {ref_rss:.2f} | 1.00× |")
     for name in a.configs.split(","):
-        img_s, cpu, rss = ours(a.model, CONFIGS[name], tuple(a.steps), env)
+        try:
+            img_s, cpu, rss = ours(a.model, CONFIGS[name], tuple(a.steps), env)
+        except ValueError as e:
+            print(f"bench_train.py: {name}: {e}", file=sys.stderr)
+            sys.exit(2)
         print(f"| {name} | {img_s:.3f} | {img_s / ref:.2f}× | {cpu:.2f} | {ref_cpu / cpu:.2f}× | {img_s * gf:.0f} | "
               f"{rss:.2f} | {rss / ref_rss:.2f}× |", flush=True)
     print(f"\n{load_line()} at the end.")

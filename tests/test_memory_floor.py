@@ -93,12 +93,34 @@ def test_run_measured_reports_the_child_own_peak_not_this_process_inherited_one(
     assert bigger.rss_gib >= 2 * own_kib / 2**20 * 0.95
 
 
-def test_bench_train_runs_each_train_py_in_its_own_run_directory():
-    """bench_train.ours launches train.py twice (two step counts): each needs a fresh hydra.run.dir, or
-    the second is refused as overwriting the first run's record."""
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); from bench_train import ours; "
-            "print(ours('segnet', ['dataset.image_size=[64,96]'], (1, 2), None))")
+def test_bench_train_runs_each_train_py_in_its_own_run_directory(tmp_path):
+    """bench_train.ours_runs launches train.py once per step count: each needs a fresh hydra.run.dir, or
+    the second is refused as overwriting the first run's record. (Timing is not asserted: at this size
+    start-up noise exceeds the steps; per_image refuses that case, tested below.)"""
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from bench_train import ours_runs; "
+            f"print([r.rss_gib for r in ours_runs('segnet', ['dataset.image_size=[64,96]'], (1, 2), None, Path({str(tmp_path)!r}))])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    img_s, cpu_s, rss = eval(r.stdout.strip().splitlines()[-1])
-    assert img_s > 0 and cpu_s > 0 and 0.3 < rss < 8
+    assert all(0.3 < rss < 8 for rss in eval(r.stdout.strip().splitlines()[-1]))
+    for n in (1, 2):
+        assert (tmp_path / str(n) / "checkpoints" / "last.pt").is_file(), sorted(tmp_path.rglob("*"))
+
+
+def test_per_image_rates_and_refuses_a_non_positive_time_difference():
+    from bench_train import per_image
+    from common import Measured
+
+    short, long = Measured(10.0, 1.5, 20.0, ""), Measured(14.0, 2.0, 28.0, "")
+    assert per_image(8, [short, long]) == (2.0, 1.0, 2.0)  # 8 images in 4 s, 8 CPU s; the larger peak
+    for noisy in (Measured(9.0, 2.0, 28.0, ""), Measured(14.0, 2.0, 20.0, "")):  # wall, then CPU, not longer
+        with pytest.raises(ValueError, match="start-up noise exceeds the timed steps; widen --steps"):
+            per_image(8, [short, noisy])
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "3", "3"], "need 1 <= N1 < N2"),
+                                           (["--steps", "0", "2"], "need 1 <= N1 < N2"),
+                                           (["--configs", "segdeconv default,nope"], "unknown 'nope'; choose from")])
+def test_bench_train_rejects_bad_arguments_before_running_anything(args, message):
+    r = subprocess.run([sys.executable, "benchmarks/bench_train.py", *args], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
