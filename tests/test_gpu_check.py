@@ -1,17 +1,13 @@
 """benchmarks/gpu_check.py on a CPU: the --dry-run plan lists every row; without --dry-run it refuses (exit 2)."""
 import itertools
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import REPO
+from cli_helpers import run_cli
 
-SCRIPT = [sys.executable, "benchmarks/gpu_check.py"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SCRIPT = "benchmarks/gpu_check.py"
 
 
 def _rows(stdout: str) -> list[list[str]]:
@@ -22,7 +18,7 @@ def _rows(stdout: str) -> list[list[str]]:
 
 def test_dry_run_plans_every_row_with_its_command():
     t0 = time.monotonic()
-    r = subprocess.run(SCRIPT + ["--dry-run"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    r = run_cli(SCRIPT, ["--dry-run"], timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
     assert time.monotonic() - t0 < 20
     rows = _rows(r.stdout)
@@ -47,7 +43,7 @@ def test_dry_run_plans_every_row_with_its_command():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the script would run")
 def test_without_cuda_it_exits_2_with_one_line():
-    r = subprocess.run(SCRIPT, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    r = run_cli(SCRIPT, [], timeout=60)
     assert r.returncode == 2
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()

@@ -1,20 +1,16 @@
 """benchmarks/memory_floor.py (the least peak RSS of an exact training step), the child-only peak RSS of
 benchmarks/common.run_measured, and bench_train's run directories."""
-import os
 import re
-import subprocess
 import sys
 
 import pytest
 
+from cli_helpers import cli_env, run_cli
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import run_measured  # noqa: E402
 from memory_floor import backward_peak, conv_layers  # noqa: E402
-
-SCRIPT = [sys.executable, "benchmarks/memory_floor.py"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _segnet_conv_values(h: int, w: int, classes: int) -> int:
@@ -57,8 +53,7 @@ def _table(stdout: str) -> dict[str, tuple[float, float]]:
 
 
 def test_floor_table_adds_up_and_compares_with_the_reference():
-    r = subprocess.run(SCRIPT + ["--size", "64", "96", "--batch", "2", "--reference-gib", "4.33"], cwd=REPO,
-                       env=ENV, capture_output=True, text=True, timeout=300)
+    r = run_cli("benchmarks/memory_floor.py", ["--size", "64", "96", "--batch", "2", "--reference-gib", "4.33"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^\d{4}-\d\d-\d\d · .+ · torch ", r.stdout, re.M)  # the machine line
     rows = _table(r.stdout)
@@ -78,7 +73,7 @@ def test_floor_table_adds_up_and_compares_with_the_reference():
 @pytest.mark.parametrize("args, message", [(["--reference-gib", "0"], "--reference-gib must be > 0"),
                                            (["--size", "16", "16"], "--size must be ≥ 32 × 32")])
 def test_bad_arguments_exit_2_with_the_fix(args, message):
-    r = subprocess.run(SCRIPT + args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=60)
+    r = run_cli("benchmarks/memory_floor.py", args, timeout=60)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
 
@@ -97,11 +92,10 @@ def test_bench_train_runs_each_train_py_in_its_own_run_directory(tmp_path):
     """bench_train.ours_runs launches train.py once per step count: each needs a fresh hydra.run.dir, or
     the second is refused as overwriting the first run's record. (Timing is not asserted: at this size
     start-up noise exceeds the steps; per_image refuses that case, tested below.)"""
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from bench_train import ours_runs; "
-            f"print([r.rss_gib for r in ours_runs('segnet', ['dataset.image_size=[64,96]'], (1, 2), None, Path({str(tmp_path)!r}))])")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert all(0.3 < rss < 8 for rss in eval(r.stdout.strip().splitlines()[-1]))
+    from bench_train import ours_runs
+
+    runs = ours_runs("segnet", ["dataset.image_size=[64,96]"], (1, 2), cli_env(), tmp_path)  # raises if one fails
+    assert all(0.3 < r.rss_gib < 8 for r in runs), runs
     for n in (1, 2):
         assert (tmp_path / str(n) / "checkpoints" / "last.pt").is_file(), sorted(tmp_path.rglob("*"))
 
@@ -121,6 +115,5 @@ def test_per_image_rates_and_refuses_a_non_positive_time_difference():
                                            (["--steps", "0", "2"], "need 1 <= N1 < N2"),
                                            (["--configs", "segdeconv default,nope"], "unknown 'nope'; choose from")])
 def test_bench_train_rejects_bad_arguments_before_running_anything(args, message):
-    r = subprocess.run([sys.executable, "benchmarks/bench_train.py", *args], cwd=REPO, env=ENV,
-                       capture_output=True, text=True, timeout=60)
+    r = run_cli("benchmarks/bench_train.py", args, timeout=60)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

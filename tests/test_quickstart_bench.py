@@ -1,18 +1,15 @@
 """benchmarks/quickstart.py end to end on a tiny task: one row per seed, parsed from train.py's own log; the
 ``--no-decoder`` ablation builds ``benchmarks/no_decoder.py`` through ``model._target_`` (no library change)."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
+from cli_helpers import run_cli
 from conftest import REPO
 
 TINY = ["dataset.image_size=[32,48]", "dataset.train.length=8", "dataset.val.length=4",
         "dataset.batch_size=4", "trainer.max_epochs=1", "trainer.device=cpu"]
-SCRIPT = [sys.executable, "benchmarks/quickstart.py"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SCRIPT = "benchmarks/quickstart.py"
 
 
 def rows(stdout: str) -> list[tuple[str, ...]]:
@@ -22,9 +19,8 @@ def rows(stdout: str) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("ablation,model", [(["--no-decoder"], "NoDecoder"), ([], "SegNet")])
 def test_trains_and_reports_one_row_per_seed(ablation, model):
     """Options and overrides in any order; each row names the model train.py actually built."""
-    cmd = SCRIPT + ablation + ["--threads", "1", "--seeds", "3", *TINY[:2], "--avx2", *TINY[2:]]
-    r = subprocess.run(cmd + (["--seeds", "3", "4"] if ablation else []), cwd=REPO, env=ENV,
-                       capture_output=True, text=True, timeout=600)
+    args = ablation + ["--threads", "1", "--seeds", "3", *TINY[:2], "--avx2", *TINY[2:]]
+    r = run_cli(SCRIPT, args + (["--seeds", "3", "4"] if ablation else []), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     got = rows(r.stdout)
     seeds = ["3", "4"] if ablation else ["3"]
@@ -38,7 +34,7 @@ def test_trains_and_reports_one_row_per_seed(ablation, model):
                                         (["hydra.run.dir=/tmp/x"], "set by this script"),
                                         (["dataset.image_size"], "unrecognized arguments: dataset.image_size")])
 def test_bad_arguments_are_one_usage_error(args, words):
-    r = subprocess.run(SCRIPT + args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    r = run_cli(SCRIPT, args, timeout=120)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
