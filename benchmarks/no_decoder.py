@@ -1,7 +1,7 @@
 """The decoder ablation of the quick start (``benchmarks/quickstart.py --no-decoder``): the default
 encoder with a 3×3 conv–BN–ReLU + 1×1 classifier at its output (1/8 for ``segnet_small``), upsampled
 bilinearly to the input size — a single-scale head without skips, no unpooling, no decoder. Not part of the library;
-built by ``train.py`` through ``model._target_=no_decoder.NoDecoder`` with this folder on PYTHONPATH."""
+built by ``train.py`` through ``model.name=no_decoder:NoDecoder`` with this folder on PYTHONPATH."""
 from __future__ import annotations
 
 import torch.nn.functional as F

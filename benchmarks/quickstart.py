@@ -47,7 +47,7 @@ def one_run(seed: int, args: argparse.Namespace, work: Path) -> tuple[str, str, 
     """(model class, device line, final val mIoU, wall s, log span s) of one ``train.py`` run in ``work``."""
     run_dir = work / f"seed{seed}"
     cmd = [PY, "train.py", f"trainer.seed={seed}", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-    cmd += ["model._target_=no_decoder.NoDecoder"] if args.no_decoder else []
+    cmd += ["model.name=no_decoder:NoDecoder"] if args.no_decoder else []
     m = run_measured(cmd + list(args.overrides))  # the children's env: set once in main()
     log_file = run_dir / "train.log"
     log = log_file.read_text()
@@ -55,7 +55,7 @@ def one_run(seed: int, args: argparse.Namespace, work: Path) -> tuple[str, str, 
     if not device or not final:
         missing = "the 'device …' line" if not device else "the final 'done (last val mIoU …)' line"
         raise SystemExit(f"seed {seed}: {log_file} has no {missing}:\n{log[-1500:]}")
-    model = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").model._target_).rsplit(".", 1)[-1]
+    model = str(OmegaConf.load(run_dir / ".hydra" / "config.yaml").model.name).rsplit(":", 1)[-1]
     return model, device.group(1).strip(), float(final.group(1)), m.wall_s, log_span_s(log)
 
 

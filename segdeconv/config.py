@@ -16,6 +16,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from torch import nn
 
 from segdeconv.errors import CheckpointError, ConfigError, UserError
+from segdeconv.models import registry
 from segdeconv.palette import default_palette
 
 log = logging.getLogger("segdeconv")
@@ -153,8 +154,7 @@ def instantiate_node(node: DictConfig, key: str, *args: Any, **kwargs: Any) -> A
     try:
         return instantiate(node, *args, **kwargs)
     except MissingMandatoryValue as e:
-        src = _interpolation_source(node, str(getattr(e, "full_key", "")), key)
-        raise ConfigError(f"{src} is required but not set; pass {src}=… on the command line") from None
+        raise _missing(node, e, key) from None
     except InstantiationException as e:
         cause = e.__cause__ or e.__context__
         while cause is not None and not isinstance(cause, UserError) and (cause.__cause__ or cause.__context__):
@@ -163,6 +163,11 @@ def instantiate_node(node: DictConfig, key: str, *args: Any, **kwargs: Any) -> A
             raise cause from None
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{key}: {msg} — check the {key}.* keys (`python train.py --cfg job` shows them)") from None
+
+
+def _missing(node: DictConfig, e: MissingMandatoryValue, key: str) -> ConfigError:
+    src = _interpolation_source(node, str(getattr(e, "full_key", "")), key)
+    return ConfigError(f"{src} is required but not set; pass {src}=… on the command line")
 
 
 def _interpolation_source(node: DictConfig, full_key: str, key: str) -> str:
@@ -253,19 +258,18 @@ def val_batch_size(dataset_cfg: Any) -> int:
 
 
 def model_from_config(model_cfg: Any, where: str = "model", pretrained: bool = False) -> nn.Module:
-    """The architecture a (stored or composed) ``model`` config describes.
-
-    ``pretrained=False`` (rebuilding a trained model): an ``encoder.weights`` ImageNet file is never
-    re-read, the checkpoint holds every weight."""
+    """The architecture a composed ``model`` config describes, built through the model registry
+    (:func:`segdeconv.models.registry.build`; ``pretrained=True`` reads ``encoder.weights``)."""
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
-    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))  # a free, resolved copy
-    node.pop("init_from", None)  # a training-time instruction, not a constructor argument
-    if not pretrained and "encoder" in node and isinstance(node.encoder, DictConfig) and "weights" in node.encoder:
-        node.encoder.weights = None
-    model = instantiate_node(node, where)
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{where}._target_={node.get('_target_')} did not build an nn.Module")
-    return model
+    try:
+        arch = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        raise _missing(node, e, where) from None
+    if isinstance(arch, dict) and "_target_" in arch:
+        log.warning("%s._target_ is deprecated (it will be refused in the next release): models are named by "
+                    "%s.name, e.g. %s.name=segnet or %s.name=package.module:Class", where, where, where, where)
+        arch = registry.from_legacy(arch)
+    return registry.build(arch, where, pretrained=pretrained)
 
 
 def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], split: str,

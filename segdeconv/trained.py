@@ -6,8 +6,9 @@
     t.class_names, t.palette, t.image_size, t.precision, t.ignore_index
 
 The checkpoint (a plain dict loaded with ``weights_only=True``, see
-:mod:`segdeconv.engine.checkpoint`) records the resolved training config; the model is rebuilt from
-its ``model`` section and everything a user of the model needs is read from it here, once. The
+:mod:`segdeconv.engine.checkpoint`) names its architecture by a stable registry name and keyword
+arguments (``"arch"``, :mod:`segdeconv.models.registry`) and records the resolved training config;
+everything a user of the model needs is read from them here, once. Plain Python: no Hydra import. The
 evaluate/predict/export/visualize tasks, the :class:`~segdeconv.inference.predictor.Predictor`,
 the benchmarks and tools/ all go through this function.
 """
@@ -20,10 +21,10 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from segdeconv.config import model_from_config
 from segdeconv.engine.checkpoint import load_checkpoint, load_model_state, weights_key
 from segdeconv.engine.runtime import resolve_device
-from segdeconv.errors import CheckpointError
+from segdeconv.errors import CheckpointError, ConfigError
+from segdeconv.models import registry
 from segdeconv.palette import default_palette
 
 PathLike = Union[str, Path]
@@ -63,10 +64,13 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu", key: 
     ``key`` names the config key the path came from, for the error messages."""
     ckpt = load_checkpoint(path, key=key)
     cfg = ckpt.get("config") or {}
-    if "model" not in cfg:
-        raise CheckpointError(f"{path} has no model config; it was not written by segdeconv's trainer")
+    if not ckpt.get("arch"):
+        raise CheckpointError(f"{path} names no architecture; it was not written by segdeconv's trainer")
     dev = resolve_device(device) if isinstance(device, str) else device
-    model = model_from_config(cfg["model"], f"{path}: model")
+    try:
+        model = registry.build(ckpt["arch"], "arch")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     load_model_state(model, ckpt[weights_key(ckpt)], path)
     model = model.to(dev).eval()
     n = int(model.num_classes)

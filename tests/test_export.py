@@ -27,9 +27,9 @@ def camvid_frame() -> str:
 
 
 def with_switches(src: Path, dst: Path, compact: bool) -> Path:
-    """The tiny checkpoint with ``model.encoder.compact_switches`` set (pools have no weights)."""
+    """The tiny checkpoint with its architecture's ``encoder.compact_switches`` set (pools have no weights)."""
     ckpt = load_checkpoint(src)
-    ckpt["config"]["model"]["encoder"]["compact_switches"] = compact
+    ckpt["arch"]["encoder"]["compact_switches"] = compact
     torch.save(ckpt, dst)
     return dst
 

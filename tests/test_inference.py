@@ -219,7 +219,7 @@ def test_crf_refines_probabilities(predictor, image):
 # ----------------------------------------------------------------------------- unsafe / wrong checkpoints
 def test_other_class_count_is_refused(tiny_ckpt, tmp_path):
     def edit(c):
-        c["config"]["model"]["num_classes"] = 7
+        c["arch"]["num_classes"] = 7
     path = _ckpt_variant(tiny_ckpt, tmp_path / "classes.pt", edit)
     with pytest.raises(CheckpointError, match="different architecture or class count"):
         Predictor.from_checkpoint(path, device="cpu")
@@ -227,7 +227,7 @@ def test_other_class_count_is_refused(tiny_ckpt, tmp_path):
 
 def test_other_architecture_is_refused(tiny_ckpt, tmp_path):
     def edit(c):
-        c["config"]["model"] = {"_target_": "segdeconv.models.segnet_basic", "num_classes": 5}
+        c["arch"] = {"name": "segnet_basic", "num_classes": 5}
     path = _ckpt_variant(tiny_ckpt, tmp_path / "arch.pt", edit)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         Predictor.from_checkpoint(path, device="cpu")

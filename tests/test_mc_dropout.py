@@ -215,7 +215,7 @@ def test_mc_without_dropout_layers_and_uncertainty_without_mc_are_refused(bayes_
     with pytest.raises(ConfigError, match="the model is a SegNet without dropout"):
         Predictor(segnet_basic(5, width=0.125), NAMES, PALETTE, torch.device("cpu"), mc_samples=2)
     ckpt = load_checkpoint(bayes_ckpt)
-    ckpt["config"]["model"]["dropout"] = 0.0  # same weights (dropout has none), no dropout layers
+    ckpt["arch"]["dropout"] = 0.0  # same weights (dropout has none), no dropout layers
     path = tmp_path / "plain.pt"
     torch.save(ckpt, path)
     with pytest.raises(ConfigError, match=f"ckpt_path={path} is a SegNet without dropout"):

@@ -41,9 +41,8 @@ SIZES = {"camvid": "[96,128]", "cityscapes": "[64,128]", "ade20k": "[64,64]", "s
 def overrides(experiment: str, roots: dict, stage1=None) -> list[str]:
     """What makes ``experiment`` run on the generated data at smoke-test cost."""
     cfg = compose_cfg([f"experiment={experiment}"])
-    name, model = cfg.dataset.name, cfg.model._target_.rsplit(".", 1)[1]
-    key = {"SegNet": "segnet", "segnet_basic": "segnet_basic", "DeconvNet": "deconvnet"}[model]
-    extra = SHRINK[key] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false"]
+    name = cfg.dataset.name
+    extra = SHRINK[cfg.model.name] + [f"dataset.root={roots[name]}", "dataset.num_workers=0", "trainer.progress=false"]
     extra += ["dataset.val_min_size=256"] if name == "voc" else []
     extra += [f"dataset.image_size={SIZES[name]}"] if name in SIZES else []
     if "object_crops" in str(cfg.dataset.train.get("_target_")):

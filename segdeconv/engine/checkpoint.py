@@ -1,8 +1,10 @@
 """Checkpoint files: atomic writes, safe (``weights_only``) loads, prefix stripping, clear errors.
 
 A checkpoint is a dict ``{"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng",
-"best_metric", "config", "class_names", "palette", "version"}`` of tensors and plain containers,
-loadable with ``torch.load(weights_only=True)``: nothing in it can execute code.
+"best_metric", "config", "class_names", "palette", "version", "format", "arch"}`` of tensors and plain
+containers, loadable with ``torch.load(weights_only=True)``: nothing in it can execute code. ``arch``
+names the architecture by registry name + keyword arguments (:mod:`segdeconv.models.registry`);
+``format`` is :data:`FORMAT`, and :func:`upgrade` brings older files to it on load.
 
 A run directory holds ``checkpoints/last.pt`` (epoch end, pre-emption), ``best.pt`` and the last
 ``trainer.keep_last`` step checkpoints ``step_XXXXXXX.pt``; :mod:`segdeconv.engine.resume` picks the
@@ -23,11 +25,15 @@ from torch import nn
 from segdeconv.engine.outputs import check_output_file, write_error
 from segdeconv.engine.step import NonFiniteLoss
 from segdeconv.errors import CheckpointError
+from segdeconv.models import registry
 
 log = logging.getLogger("segdeconv")
 PathLike = Union[str, Path]
 _PREFIXES = ("module.", "_orig_mod.")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+# 1 (segdeconv 0.1.0): the model is named by its config's ``_target_`` code path; 2: ``"arch"`` holds a
+# registry name + keyword arguments and ``config.model`` names it the same way.
+FORMAT = 2
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -126,9 +132,26 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             f"checkpoint {path} is not a segdeconv checkpoint (no 'model' entry); "
             f"for raw VGG weights use model.encoder.weights=… instead"
         )
+    ckpt = upgrade(ckpt, path)
     ckpt["model"] = strip_prefixes(ckpt["model"])
     if ckpt.get("ema_model") is not None:
         ckpt["ema_model"] = strip_prefixes(ckpt["ema_model"])
+    return ckpt
+
+
+def upgrade(ckpt: dict[str, Any], path: PathLike = "checkpoint") -> dict[str, Any]:
+    """``ckpt`` in today's :data:`FORMAT`. Format 1 (no ``format`` entry, e.g. the shipped
+    ``camvid_segnet_cpu.pt``): ``arch`` is derived from ``config.model``'s ``_target_`` code path, which
+    is rewritten to its registry name, so a resume compares like with like."""
+    fmt = ckpt.get("format", 1)
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {fmt!r}, newer than this segdeconv reads "
+                              f"({FORMAT}); upgrade segdeconv (pip install -U segdeconv)")
+    model_cfg = (ckpt.get("config") or {}).get("model")
+    if fmt == 1 and isinstance(model_cfg, Mapping):
+        ckpt["config"]["model"] = registry.from_legacy(model_cfg)
+        ckpt["arch"] = registry.arch_of(model_cfg)
+    ckpt["format"] = FORMAT
     return ckpt
 
 
@@ -175,7 +198,7 @@ def prune_step_checkpoints(ckpt_dir: PathLike, keep: int, current_step: int) -> 
     return old
 
 
-INFERENCE_KEYS = ("model", "config", "class_names", "palette", "epoch", "step", "best_metric", "version",
+INFERENCE_KEYS = ("model", "format", "arch", "config", "class_names", "palette", "epoch", "step", "best_metric", "version",
                   "bn_recomputed", "ema_updates")
 
 

@@ -72,14 +72,14 @@ def find_resumable(ckpt_dir: PathLike) -> Optional[tuple[Path, dict[str, Any]]]:
 
 
 def describe_model(model_cfg: Mapping[str, Any]) -> str:
-    """``SegNet (11 classes, vgg16 encoder, width 0.25)`` from a model config dict."""
+    """``segnet (11 classes, vgg16 encoder, width 0.25)`` from a model config dict."""
     enc = model_cfg.get("encoder") or {}
     bits = [f"{model_cfg.get('num_classes')} classes"]
     if isinstance(enc, Mapping):
         bits.append(f"{enc.get('arch', 'vgg')} encoder, width {enc.get('width', model_cfg.get('width', 1.0))}")
     elif "width" in model_cfg:
         bits.append(f"width {model_cfg['width']}")
-    return f"{str(model_cfg.get('_target_', '?')).rsplit('.', 1)[-1]} ({', '.join(bits)})"
+    return f"{model_cfg.get('name', '?')} ({', '.join(bits)})"
 
 
 def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Optional[tuple[Path, dict[str, Any]]]:
@@ -118,7 +118,7 @@ def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Option
 REFUSE, WARN, FREE = "refuse", "warn", "free"
 RESUME_POLICY: dict[str, str] = {
     "": WARN,
-    "model": REFUSE, "model.checkpoint": FREE, "model.checkpoint_fc": FREE, "model.encoder.compact_switches": FREE,
+    "model": REFUSE, "model.checkpoint": FREE, "model.lean": FREE, "model.checkpoint_fc": FREE, "model.encoder.compact_switches": FREE,
     "model.encoder.weights": FREE, "model.init": FREE,  # initial weights: replaced by the checkpoint's
     "optimizer": REFUSE, "scheduler": REFUSE,  # restored from the checkpoint's state dicts
     "dataset": REFUSE, "dataset.root": WARN, "dataset.train.root": WARN, "dataset.val.root": WARN,

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segdeconv import __version__
 from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
+from segdeconv.engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from segdeconv.engine.checkpoint import (finite_state, prune_step_checkpoints, save_checkpoint, step_checkpoint_path,
                                         unwrap)
 from segdeconv.engine.distributed import cleanup
@@ -41,6 +42,7 @@ from segdeconv.engine.ema import WeightEMA
 from segdeconv.engine.runtime import Runtime
 from segdeconv.engine.step import LoopState, StepConfig, StopRequest, Throughput, train_batches
 from segdeconv.errors import ConfigError
+from segdeconv.models import registry
 
 log = logging.getLogger("segdeconv")
 
@@ -245,7 +247,7 @@ class Trainer:
             "rng": capture_rng(),  # worker seeds and augmentations derive from (seed, epoch, index)
             "config": self.config,
             "class_names": list(self.class_names), "palette": [list(map(int, c)) for c in self.palette],
-            "version": __version__,
+            "version": __version__, "format": CHECKPOINT_FORMAT, "arch": registry.arch_of(self.config["model"]),
         }
 
     def _checked_state(self) -> dict[str, Any]:
