@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from segdeconv.errors import ConfigError
@@ -94,6 +95,31 @@ def test_paper_init_keeps_pretrained_encoder_weights(tmp_path):
     for k, v in src.features.state_dict().items():
         assert torch.equal(m.encoder.features.state_dict()[k], v), k
     assert_zero_biases_and_bn(m.decoder, shift=1e-3)
+
+
+def _plain_vgg11(path):
+    """torchvision's plain ``vgg11().features`` keys (conv, ReLU, …: no BN), random values."""
+    torch.manual_seed(2)
+    with torch.device("meta"):
+        keys = torchvision.models.vgg11().features.state_dict()
+    torch.save({f"features.{k}": torch.randn(v.shape) for k, v in keys.items()}, path)
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.xfail(strict=True, reason="SegNet/DeconvNet.paper_init skip the whole encoder when it has weights; "
+                   "BN that a plain VGG file leaves fresh (encoder.pretrained_bn=False) should get the prototxt shift")
+@pytest.mark.parametrize("build", [
+    lambda p: SegNet(11, VGGEncoder("vgg11", weights=p), init="paper"),  # segnet_train.prototxt: bnN_M shift 0.001
+    lambda p: DeconvNet(21, VGGEncoder("vgg11", weights=p), fc_channels=64, init="paper"),  # stage_1: 0.001
+])
+def test_paper_init_gives_fresh_encoder_bn_the_prototxt_shift(tmp_path, build):
+    """SegNet and DeconvNet start from VGG16 without BN: the prototxts' BN fillers (scale 1, shift 0.001)
+    initialise the encoder's BN, the convs are the file's."""
+    state = _plain_vgg11(tmp_path / "vgg11.pth")
+    m = build(tmp_path / "vgg11.pth")
+    assert not m.encoder.pretrained_bn
+    assert torch.equal(m.encoder.features[0].weight, state["features.0.weight"])
+    assert_zero_biases_and_bn(nn.ModuleList(bns(m.encoder)), shift=1e-3)
 
 
 def test_unknown_init_is_a_config_error():

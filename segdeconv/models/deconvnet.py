@@ -26,7 +26,8 @@ from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights
 from segdeconv.models.inputs import InputAdapter
 from segdeconv.models.recompute import checkpointed
-from segdeconv.models.vgg import VGGEncoder, _load_vgg_state
+from segdeconv.models.pretrained import read_weights
+from segdeconv.models.vgg import VGGEncoder
 from segdeconv.models.validate import check_input
 
 FC_KERNEL = 7
@@ -107,14 +108,16 @@ class DeconvNet(nn.Module):
             x = self.decoder(x, switches)  # (B, 64, H, W)
             return self.classifier(x)  # (B, num_classes, H, W)
 
-    def load_fc_from_vgg(self, path: str) -> None:
-        """Initialise fc6/fc7 from torchvision's ``classifier.0``/``classifier.3`` Linear layers.
+    def load_fc_from_vgg(self, weights: str) -> None:
+        """Initialise fc6/fc7 from torchvision's ``classifier.0``/``classifier.3`` Linear layers (the same
+        keys in the ``vgg16`` and ``vgg16_bn`` layouts; ``weights``: a path, ``imagenet`` or ``imagenet_bn``).
 
-        The 25088→4096 fc6 matrix is the 7×7×512 convolution reshaped (Long et al. 2015, §3.1).
+        The 25088→4096 fc6 matrix is the 7×7×512 convolution reshaped (Long et al. 2015, §3.1), as
+        DeconvNet's ``VGG_ILSVRC_16_layers_conv.caffemodel``; fc7 is the 4096→4096 1×1 convolution.
         """
         if self.encoder.num_pools != 5:  # VGG16's fc6 reads pool5: after pool4 it would load but mean nothing
             return  # (checked first: no second read of the weights file the encoder already loaded)
-        state = _load_vgg_state(path)
+        state, _ = read_weights(weights, self.encoder)
         w6, w7 = state.get("classifier.0.weight"), state.get("classifier.3.weight")
         conv6, conv7 = self.fc6[0], self.fc7[0]
         if w6 is None or w7 is None or w6.numel() != conv6.weight.numel() or w7.numel() != conv7.weight.numel():

@@ -1,20 +1,21 @@
 """VGG encoders built from one cfg table, with max-pool switches (Simonyan & Zisserman 2015).
 
 ``features`` is an ``nn.Sequential`` laid out exactly like ``torchvision.models.vgg16(_bn).features``
-(conv, [BN], ReLU, …, pool), so ImageNet weights in torchvision's state-dict format load by name
-from a local file. The pools are :class:`~segdeconv.models.layers.Pool` modules that also return
-switches; decoders mirror the same table (:func:`mirror_stages`).
+(conv, [BN], ReLU, …, pool); ImageNet weights load from a local torchvision ``vgg*`` or ``vgg*_bn``
+state dict (:mod:`segdeconv.models.pretrained`, ``model.encoder.weights``). The pools are
+:class:`~segdeconv.models.layers.Pool` modules that also return switches; decoders mirror the same
+table (:func:`mirror_stages`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional, Union
 
-import torch
 from torch import Tensor, nn
 
-from segdeconv.errors import CheckpointError, ConfigError
+from segdeconv.errors import ConfigError
 from segdeconv.models import lean as lean_graph
+from segdeconv.models import pretrained
 from segdeconv.models.initialization import init_weights
 from segdeconv.models.layers import Pool, Switches, conv_bn_relu
 from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
@@ -53,9 +54,10 @@ class VGGEncoder(nn.Module):
     """VGG conv stages whose pools record switches.
 
     ``forward(x)`` returns ``(features, switches)``: features ``(B, C5, H/2^S, W/2^S)`` and one
-    :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision state dict
-    (``vgg16_bn-*.pth``) — never downloaded. ``checkpoint=True`` recomputes each stage's
-    activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
+    :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision ``vgg*`` or
+    ``vgg*_bn`` state dict, or ``"imagenet"``/``"imagenet_bn"`` from the torch hub cache — never
+    downloaded (:mod:`~segdeconv.models.pretrained`; ``pretrained_bn``: whether the BN came from it).
+    ``checkpoint=True`` recomputes each stage's activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
     ``checkpoint=N`` only the N shallowest stages. ``lean=True`` (default) keeps one map per
     conv–BN–ReLU block for backward and rebuilds the element-wise rest (:mod:`segdeconv.models.lean`).
     ``num_stages=N`` keeps the N shallowest stages (N pools: output stride 2^N; e.g. 4 for images
@@ -94,6 +96,8 @@ class VGGEncoder(nn.Module):
         self.lean = lean
         init_weights(self)
         self.weights = str(weights) if weights else None
+        self.weights_layout: Optional[str] = None  # "vgg16", "vgg16_bn", … once loaded ("encoder": by name)
+        self.pretrained_bn = False  # BN loaded from weights (False: fresh, e.g. from a plain vgg16 file)
         if weights:
             self.load_pretrained(weights)
 
@@ -132,45 +136,12 @@ class VGGEncoder(nn.Module):
         ends = [i + 1 for i, m in enumerate(self.features) if isinstance(m, Pool)]
         return [self.features[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
-    def load_pretrained(self, path: Union[str, Path]) -> None:
-        """Load ``features.*`` from a local torchvision VGG state dict; clear errors on any mismatch."""
-        state = _load_vgg_state(path)
-        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        if not feats:
-            raise CheckpointError(
-                f"{path}: no 'features.*' keys; expected a torchvision VGG state dict "
-                f"(e.g. vgg16_bn-6c64b313.pth) for model.encoder.weights"
-            )
-        own = self.features.state_dict()
-        bad = [k for k in own if k not in feats or feats[k].shape != own[k].shape]
-        if bad:
-            k = bad[0]
-            got = tuple(feats[k].shape) if k in feats else "missing"
-            raise CheckpointError(
-                f"{path}: does not fit encoder arch={self.arch} batch_norm={self.batch_norm} "
-                f"width={self.width} (features.{k}: file {got} vs model {tuple(own[k].shape)}); "
-                f"use vgg16_bn weights with model.encoder.batch_norm=true and width=1.0"
-            )
-        self.features.load_state_dict({k: feats[k] for k in own})
-
-
-def _load_vgg_state(path: Union[str, Path]) -> dict[str, Tensor]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(
-            f"model.encoder.weights={path}: file not found. Nothing is downloaded: save "
-            f"torchvision's VGG16-BN ImageNet state dict there (vgg16_bn-6c64b313.pth) or set "
-            f"model.encoder.weights=null to train from scratch"
-        )
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or a pickle with code in it
-        raise CheckpointError(f"model.encoder.weights={path}: cannot be read safely ({e})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"model.encoder.weights={path}: not a state dict")
-    return state
+    def load_pretrained(self, weights: Union[str, Path]) -> None:
+        """Load ``features.*`` from a torchvision ``vgg*``/``vgg*_bn`` state dict (a path, ``imagenet`` or
+        ``imagenet_bn``); a plain file leaves the BN fresh. Clear errors on any mismatch."""
+        layout = pretrained.load_encoder(self, weights)
+        self.weights_layout = layout.name if layout else "encoder"
+        self.pretrained_bn = self.batch_norm and (layout is None or layout.batch_norm)
 
 
 def mirror_stages(stages: list[list[int]]) -> list[list[tuple[int, int]]]:
