@@ -106,8 +106,6 @@ def _plain_vgg11(path):
     return torch.load(path, weights_only=True)
 
 
-@pytest.mark.xfail(strict=True, reason="SegNet/DeconvNet.paper_init skip the whole encoder when it has weights; "
-                   "BN that a plain VGG file leaves fresh (encoder.pretrained_bn=False) should get the prototxt shift")
 @pytest.mark.parametrize("build", [
     lambda p: SegNet(11, VGGEncoder("vgg11", weights=p), init="paper"),  # segnet_train.prototxt: bnN_M shift 0.001
     lambda p: DeconvNet(21, VGGEncoder("vgg11", weights=p), fc_channels=64, init="paper"),  # stage_1: 0.001

@@ -86,8 +86,8 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
         VGGEncoder(weights=tmp_path / "nope.pth")
     plain = tmp_path / "vgg16.pth"
     torch.save(torchvision.models.vgg16(weights=None).state_dict(), plain)  # no BN
-    with pytest.raises(CheckpointError, match="does not fit encoder"):
-        VGGEncoder(batch_norm=True, weights=plain)
+    with pytest.raises(CheckpointError, match="does not fit model.encoder.arch=vgg11"):
+        VGGEncoder("vgg11", batch_norm=True, weights=plain)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="cannot be read"):

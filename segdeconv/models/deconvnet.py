@@ -89,9 +89,9 @@ class DeconvNet(nn.Module):
         ``seg-score-voc`` gaussian std 0.01 with zero bias; every BN (``bnN_M``, ``bnfc6``, ``bnfc7``,
         ``fc6-deconv-bn``, ``debnN_M``) scale 1, shift 0.001. conv1–conv5 and fc6/fc7 have no filler
         there (Caffe's default constant 0: they are VGG16's ImageNet weights), so they keep the
-        torchvision init until ``encoder.weights`` loads them; a pretrained encoder keeps its BN too."""
+        torchvision init until ``encoder.weights`` loads them; a ``vgg*_bn`` file's BN is kept, fresh BN gets the fillers."""
         gaussian_([*self.fc6_deconv.modules(), *self.decoder.modules(), self.classifier], std=0.01)
-        random_encoder = [] if self.encoder.weights else [self.encoder]
+        random_encoder = [] if self.encoder.pretrained_bn else [self.encoder]  # BN a plain VGG file left fresh
         for part in [self.fc6, self.fc7, self.fc6_deconv, self.decoder] + random_encoder:
             bn_(part.modules(), shift=1e-3)
 

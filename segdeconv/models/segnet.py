@@ -90,6 +90,8 @@ class SegNet(nn.Module):
         for part in parts:
             msra_(part.modules())
             bn_(part.modules(), shift)
+        if self.encoder.weights and not self.encoder.pretrained_bn:  # a plain VGG file: its BN is fresh
+            bn_(self.encoder.modules(), shift)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder)
