@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from segdeconv.errors import ConfigError
+
+DIST_TIMEOUT_S = 300.0  # the one default of trainer.dist_timeout_s (conf/trainer/default.yaml says the same)
+# torch >= 2.3 binds the process group to this rank's GPU (eager NCCL init, barriers on the right device)
+_HAS_DEVICE_ID = "device_id" in inspect.signature(dist.init_process_group).parameters
 
 
 @dataclass(frozen=True)
@@ -41,14 +48,23 @@ def env_info() -> DistInfo:
     )
 
 
-def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
-    """Join the process group torchrun describes (no-op for a single process)."""
+def init_distributed(device: torch.device, timeout_s: float = DIST_TIMEOUT_S) -> DistInfo:
+    """Join the process group torchrun describes (no-op for a single process): nccl on ``device`` (which
+    must be this rank's ``cuda:LOCAL_RANK``, from :func:`~segdeconv.engine.runtime.resolve_device`), made
+    the current device first, or gloo on CPU."""
     info = env_info()
-    if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    if not info.enabled or dist.is_initialized():
+        return info
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if device.type != "cuda":
+        dist.init_process_group("gloo", timeout=timeout)
+        return info
+    if device.index != info.local_rank:
+        raise ConfigError(f"rank {info.rank} would use {device} but its GPU is cuda:{info.local_rank} (LOCAL_RANK); "
+                          f"use trainer.device=cuda")
+    torch.cuda.set_device(device)  # before NCCL starts: otherwise every rank opens a context on GPU 0
+    extra = {"device_id": device} if _HAS_DEVICE_ID else {}
+    dist.init_process_group("nccl", timeout=timeout, **extra)
     return info
 
 

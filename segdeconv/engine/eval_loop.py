@@ -43,7 +43,7 @@ def evaluate(
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     for images, masks in batches:
         images = to_device(images, device, channels_last)
-        masks = masks.to(device, non_blocking=True)
+        masks = to_device(masks, device)
         with autocast(device, amp_dtype):
             logits = predict(model, images) if predict else model(images)
         pred = logits.argmax(1)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from segdeconv.engine.distributed import DistInfo, init_distributed
+from segdeconv.engine.distributed import DIST_TIMEOUT_S, DistInfo, env_info, init_distributed
 from segdeconv.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -59,17 +59,42 @@ def describe_cpu() -> str:
     return f"{cap}, {bf16}, {torch.get_num_threads()} threads"
 
 
-def resolve_device(name: str = "auto", local_rank: Optional[int] = None) -> torch.device:
-    """``auto`` → cuda (this rank's GPU) if available else cpu; ``cuda`` without a GPU is an error."""
-    if name not in ("auto", "cpu", "cuda") and not str(name).startswith("cuda:"):
-        raise ConfigError(f"trainer.device={name!r} is unknown; use auto, cpu or cuda")
+def resolve_device(name: str = "auto", local_rank: Optional[int] = None, key: str = "trainer.device") -> torch.device:
+    """The device rule of every task: ``cpu``; ``cuda`` → this process's GPU, ``cuda:LOCAL_RANK`` under
+    torchrun (``local_rank`` defaults to torchrun's ``LOCAL_RANK``, 0 alone); ``auto`` → ``cuda`` when a GPU
+    is visible, else cpu; ``cuda:N`` → that GPU, single process only. A GPU is made the current device
+    here, before any process group starts. ``key`` names the config key in the error messages."""
+    name = str(name)
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"{key}={name!r} is unknown; use auto, cpu or cuda")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but no CUDA GPU is visible; use trainer.device=cpu (or auto)")
-    if str(name).startswith("cuda:"):
-        return torch.device(name)
-    return torch.device("cuda", local_rank or 0)
+        raise ConfigError(f"{key}={name} but no CUDA GPU is visible; use {key}=cpu (or auto)")
+    dev = _rank_gpu(name, local_rank, key)
+    torch.cuda.set_device(dev)
+    return dev
+
+
+def _rank_gpu(name: str, local_rank: Optional[int], key: str) -> torch.device:
+    """``cuda:LOCAL_RANK`` (``cuda``/``auto``) or the explicit ``cuda:N``, checked against the visible GPUs."""
+    info = env_info()
+    rank = info.local_rank if local_rank is None else local_rank
+    if name.startswith("cuda:"):
+        if info.enabled:
+            raise ConfigError(f"{key}={name} under torchrun ({info.world_size} processes): each rank takes its own "
+                              f"GPU, cuda:LOCAL_RANK; use {key}=cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"{key}={name!r} is unknown; use auto, cpu, cuda or cuda:N") from None
+    else:
+        dev = torch.device("cuda", rank)
+    n = torch.cuda.device_count()
+    if dev.index >= n:  # under torchrun: more processes on this node than GPUs (NCCL refuses shared GPUs)
+        fix = f"start one process per GPU (torchrun --nproc_per_node={n})" if info.enabled else f"use {key}=cuda"
+        raise ConfigError(f"{key}={name} needs GPU {dev} but {n} CUDA GPU(s) are visible; {fix}")
+    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -117,11 +142,11 @@ class Runtime:
                 f"{'channels_last' if self.channels_last else 'NCHW'}, cpu {describe_cpu()}")
 
 
-def resolve_runtime(device: str, precision: str, channels_last: object, dist_timeout_s: float = 300.0) -> Runtime:
-    """Pick the device (this rank's GPU under torchrun), join the process group, pick precision/layout."""
+def resolve_runtime(device: str, precision: str, channels_last: object,
+                    dist_timeout_s: Optional[float] = None) -> Runtime:
+    """Pick the device (this rank's GPU under torchrun, made current), check the precision, then join
+    the process group (``dist_timeout_s``: None = :data:`~segdeconv.engine.distributed.DIST_TIMEOUT_S`)."""
     dev = resolve_device(device)
-    dist = init_distributed(dev, dist_timeout_s)
-    if dist.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", dist.local_rank)
-    amp = resolve_precision(precision, dev)
+    amp = resolve_precision(precision, dev)  # config errors before the rendezvous, on every rank alike
+    dist = init_distributed(dev, DIST_TIMEOUT_S if dist_timeout_s is None else float(dist_timeout_s))
     return Runtime(dev, amp, resolve_channels_last(channels_last, dev, amp), dist)

@@ -27,7 +27,9 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 def to_device(x: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
-    x = x.to(device, non_blocking=True)
+    """``x`` on ``device`` (NHWC if ``channels_last``); an asynchronous copy only to a GPU, from the
+    loader's pinned memory (``pin_memory`` is set for CUDA only)."""
+    x = x.to(device, non_blocking=device.type == "cuda")
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
@@ -133,7 +135,7 @@ def train_batches(
         final = (state.batch_in_epoch + 1) % cfg.accumulate == 0
         with _sync_unless(model, final):
             images = to_device(images, cfg.device, cfg.channels_last)
-            masks = masks.to(cfg.device, non_blocking=True)
+            masks = to_device(masks, cfg.device)
             with autocast(cfg.device, cfg.amp_dtype):
                 logits = model(images)  # (B, C, H, W)
             loss = criterion(logits.float(), masks) / cfg.accumulate

@@ -38,7 +38,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.output_dir``. ``cfg.tta`` / ``cfg.sliding`` / ``cfg.crf`` / ``cfg.mc_samples`` choose the inference
     strategy."""
     info = env_info()
-    device = resolve_device(cfg.device, info.local_rank)
+    device = resolve_device(cfg.device, info.local_rank, key="device")
     info = init_distributed(device)
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from segdeconv.data.image import IMAGE_SUFFIXES
 from segdeconv.engine.outputs import check_output_dir
+from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
@@ -114,7 +115,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     out = Path(str(cfg.output)).expanduser()
     names = output_names(inputs, root)
     check_output_dir(out, inputs, root, [Path(k) / n for k in kinds for n in names], bool(cfg.recursive))
-    p = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, cfg.precision, cfg.get("tta"),
+    device = resolve_device(cfg.device, key="device")  # this rank's GPU under torchrun
+    p = Predictor.from_checkpoint(cfg.ckpt_path, device, cfg.precision, cfg.get("tta"),
                                   cfg.get("sliding") if (cfg.get("sliding") or {}).get("window") else None,
                                   _size(cfg.input_size), cfg.get("crf"), bool(cfg.get("optimize", True)),
                                   mc, cfg.get("mc_seed", 0), cfg.get("quantize"),

@@ -45,7 +45,7 @@ def recompute_bn(cfg: DictConfig) -> dict[str, Any]:
     """Recompute ``cfg.ckpt_path``'s BatchNorm statistics over ``cfg.split``; write ``cfg.output``."""
     dst = new_output_path(cfg.get("output"), cfg.ckpt_path)
     limit, batch_size = cfg.get("limit"), cfg.get("batch_size")  # range-checked by config.RANGES (run_task)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="device")
     trained = load_trained(cfg.ckpt_path, device)
     amp_dtype = resolve_precision(cfg.precision or trained.precision, device)
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, ckpt_path=cfg.ckpt_path)

@@ -88,7 +88,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     check_config(cfg)
     settings = train_settings(cfg)
     t = cfg.trainer
-    runtime = resolve_runtime(t.device, t.precision, t.channels_last, float(t.get("dist_timeout_s", 300)))
+    runtime = resolve_runtime(t.device, t.precision, t.channels_last, t.get("dist_timeout_s"))
     seed_everything(settings.seed, bool(t.deterministic))
     train_ds, val_ds = datasets(cfg)
     class_names, palette = class_info(cfg, train_ds)

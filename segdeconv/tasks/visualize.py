@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from segdeconv.config import split_dataset
 from segdeconv.engine.outputs import check_output_file
+from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
 from segdeconv.visualize.deconvnet import Projector, check_method
@@ -39,7 +40,7 @@ def _prepare(cfg: DictConfig) -> tuple[Projector, Dataset]:
     methods_of(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    trained = load_trained(cfg.ckpt_path, cfg.device)
+    trained = load_trained(cfg.ckpt_path, resolve_device(cfg.device, key="device"))
     projector = Projector.from_model(trained.model)
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, cfg.get("data_root"), cfg.ckpt_path)
     return projector, dataset
