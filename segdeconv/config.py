@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -17,101 +15,11 @@ from torch import nn
 
 from segdeconv.errors import CheckpointError, ConfigError, UserError
 from segdeconv.models import registry
+from segdeconv.schema import KNOBS
 from segdeconv.palette import default_palette
 
 log = logging.getLogger("segdeconv")
 
-@dataclass(frozen=True)
-class Knob:
-    """The type and range of one config value: ``kind`` int, float (ints accepted) or bool; bounds ``lo``/``hi``
-    (``gt``/``lt``: strict); ``null``: None allowed; ``each``: a value or a list of values (``length`` of them)."""
-
-    kind: type
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    gt: bool = False
-    lt: bool = False
-    null: bool = False
-    each: bool = False
-    length: Optional[int] = None
-
-    def describe(self) -> str:
-        """``an integer ≥ 1``, ``a list of 2 integers ≥ 1 (or null)``, ``true or false``."""
-        if self.kind is bool:
-            return "true or false"
-        noun = "integer" if self.kind is int else "finite number"
-        bounds = " and ".join(b for b in (f"{'>' if self.gt else '≥'} {self.lo:g}" if self.lo is not None else "",
-                                          f"{'<' if self.lt else '≤'} {self.hi:g}" if self.hi is not None else "") if b)
-        bounds = f" {bounds}" if bounds else ""
-        one = f"{'an' if self.kind is int else 'a'} {noun}{bounds}"
-        what = (f"a list of {self.length} {noun}s{bounds}" if self.length else f"{one}, or a list of them") \
-            if self.each else one
-        return what + (" (or null)" if self.null else "")
-
-    def accepts(self, v: Any) -> bool:
-        if v is None:
-            return self.null
-        if self.each and isinstance(v, (list, tuple)):
-            return (self.length is None or len(v) == self.length) and bool(v) and all(map(self._one, v))
-        return self.length is None and self._one(v)
-
-    def _one(self, x: Any) -> bool:
-        if self.kind is bool or isinstance(x, bool):
-            return self.kind is bool and isinstance(x, bool)
-        if not isinstance(x, int if self.kind is int else (int, float)) or not math.isfinite(x):
-            return False
-        return ((self.lo is None or (x > self.lo if self.gt else x >= self.lo)) and
-                (self.hi is None or (x < self.hi if self.lt else x <= self.hi)))
-
-
-def _int(lo: Optional[int] = None, hi: Optional[int] = None, **kw: Any) -> Knob:
-    return Knob(int, lo, hi, **kw)
-
-
-def _real(lo: Optional[float] = None, hi: Optional[float] = None, **kw: Any) -> Knob:
-    return Knob(float, lo, hi, **kw)
-
-
-POSITIVE, FLAG = _real(0, gt=True), Knob(bool)
-# Every numeric/boolean knob of every task, checked by check_config before anything is built. A key
-# "task:key" applies to that task only (the same top-level name means different things in two tasks).
-RANGES: dict[str, Knob] = {
-    "trainer.max_epochs": _int(1), "trainer.max_steps": _int(1, null=True), "trainer.accumulate_grad_batches": _int(1),
-    "trainer.grad_clip": _real(0, gt=True, null=True), "trainer.seed": _int(0), "trainer.val_every_epochs": _int(1),
-    "trainer.ema_decay": _real(0, 1, gt=True, lt=True, null=True),
-    "trainer.log_every_steps": _int(1), "trainer.log_images": _int(0), "trainer.keep_last": _int(1),
-    "trainer.checkpoint_every_steps": _int(1, null=True), "trainer.skip_nonfinite_steps": _int(0),
-    "trainer.dist_timeout_s": POSITIVE, "trainer.limit_train_images": _int(1, null=True),
-    "trainer.limit_val_images": _int(1, null=True), "trainer.deterministic": FLAG, "trainer.compile": FLAG,
-    "trainer.progress": FLAG, "trainer.sync_bn": FLAG, "trainer.allow_val_in_train": FLAG,
-    "dataset.batch_size": _int(1), "dataset.val_batch_size": _int(1, null=True), "dataset.num_workers": _int(0),
-    "dataset.image_size": _int(1, each=True, length=2, null=True), "dataset.num_classes": _int(1, 255),
-    "dataset.ignore_index": _int(0, 255), "dataset.train.length": _int(1), "dataset.val.length": _int(1),
-    "dataset.resize": _int(1), "dataset.val_min_size": _int(1, null=True),
-    "optimizer.lr": POSITIVE, "optimizer.momentum": _real(0, 1, lt=True), "optimizer.weight_decay": _real(0),
-    "optimizer.dampening": _real(0, 1), "optimizer.eps": POSITIVE, "optimizer.nesterov": FLAG,
-    "optimizer.betas": _real(0, 1, lt=True, each=True, length=2),
-    "scheduler.power": POSITIVE, "scheduler.warmup_steps": _int(0), "scheduler.min_lr_ratio": _real(0, 1),
-    "scheduler.milestones": _real(0, 1, gt=True, lt=True, each=True), "scheduler.gamma": POSITIVE,
-    "loss.class_weight_power": _real(0), "loss.ignore_index": _int(0, 255), "loss.criterion.gamma": _real(0),
-    "loss.criterion.thresh": _real(0, 1, gt=True, null=True), "loss.criterion.min_kept": _int(0),
-    "loss.criterion.top_k_ratio": _real(0, 1, gt=True, null=True), "loss.criterion.smooth": _real(0),
-    "loss.criterion.eps": POSITIVE, "loss.criterion.weights": _real(0, each=True),
-    "model.num_classes": _int(1, 255), "model.encoder.width": POSITIVE, "model.width": POSITIVE, "model.fc_channels": _int(1),
-    "model.classifier_kernel": _int(1), "model.dropout": _real(0, 1, lt=True), "model.dropout_stages": _int(0, null=True),
-    "evaluate:batch_size": _int(1, null=True), "evaluate:num_workers": _int(0, null=True), "report.worst_k": _int(0),
-    "report.figures": FLAG, "report.tensorboard": FLAG, "report.bf_score": FLAG,
-    "predict:batch_size": _int(1), "alpha": _real(0, 1), "recursive": FLAG, "optimize": FLAG, "progress": FLAG,
-    "calibration_images": _int(1),
-    "tta.flip": FLAG, "tta.scales": _real(0, 8, gt=True, each=True),
-    "sliding.window": _int(1, each=True, null=True), "sliding.stride": _int(1, each=True, null=True),
-    "crf.enabled": FLAG, "crf.iterations": _int(1), "crf.gaussian_sxy": POSITIVE, "crf.gaussian_compat": _real(0),
-    "crf.bilateral_sxy": POSITIVE, "crf.bilateral_srgb": POSITIVE, "crf.bilateral_compat": _real(0),
-    "opset": _int(11), "tolerance": POSITIVE, "verify": FLAG, "export:input_size": _int(1, each=True, length=2, null=True),
-    "topk": _int(1), "tile_px": _int(1), "blocks_per_row": _int(1), "threads": _int(1, null=True),
-    "limit": _int(1, null=True), "visualize:num_workers": _int(0),
-    "recompute_bn:batch_size": _int(1, null=True), "recompute_bn:num_workers": _int(0, null=True),
-}
 _ABSENT = object()
 
 
@@ -125,17 +33,15 @@ def _value(cfg: DictConfig, key: str) -> Any:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Cheap sanity checks of the composed config before anything heavy is built: every :data:`RANGES`
-    value present (type and range), then the checks across keys. Called for every task (cli.run_task)."""
+    """Cheap sanity checks of the composed config before anything heavy is built: every
+    :data:`~segdeconv.schema.KNOBS` value present (type and range), then the checks across keys. Called for
+    every task (cli.run_task)."""
     task = cfg.get("task")
-    for name, knob in RANGES.items():
+    for name, knob in KNOBS.items():
         only, _, key = name.rpartition(":")
         v = _value(cfg, key) if not only or only == task else _ABSENT
         if v is not _ABSENT and not knob.accepts(v):
             raise ConfigError(f"{key}={v!r} must be {knob.describe()}; set {key} to such a value")
-    resume = _get(cfg, "trainer.resume")
-    if resume is not None and not isinstance(resume, str):
-        raise ConfigError(f"trainer.resume={resume!r} must be null, auto or a checkpoint path")
     mc, dc = _get(cfg, "model.num_classes"), _get(cfg, "dataset.num_classes")
     if isinstance(mc, int) and isinstance(dc, int) and mc != dc:
         raise ConfigError(

@@ -18,6 +18,7 @@ from segdeconv.engine.checkpoint import PathLike, load_checkpoint, load_model_st
 from segdeconv.engine.rng import restore_rng
 from segdeconv.engine.step import LoopState
 from segdeconv.errors import CheckpointError
+from segdeconv.schema import REFUSE, WARN, resume_policy  # what a resume may change, per key
 
 log = logging.getLogger("segdeconv")
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step")
@@ -109,29 +110,6 @@ def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Option
     return path, ckpt
 
 
-# What a resume may change, by config key (the longest matching prefix wins; documented in README
-# "Never losing a run"). REFUSE: the checkpoint's state would silently override the new value (optimizer,
-# scheduler), or what follows would not continue the same run (weights of another architecture, other
-# data, another seed or batch); WARN: takes effect from the resume point, and is logged; FREE: how the run
-# is executed or logged, not what it computes. Keys present on one side only (a newer version added them)
-# are not compared. The checkpoint records the new config, so it is always the one in effect.
-REFUSE, WARN, FREE = "refuse", "warn", "free"
-RESUME_POLICY: dict[str, str] = {
-    "": WARN,
-    "model": REFUSE, "model.checkpoint": FREE, "model.lean": FREE, "model.checkpoint_fc": FREE, "model.encoder.compact_switches": FREE,
-    "model.encoder.weights": FREE, "model.init": FREE,  # initial weights: replaced by the checkpoint's
-    "optimizer": REFUSE, "scheduler": REFUSE,  # restored from the checkpoint's state dicts
-    "dataset": REFUSE, "dataset.root": WARN, "dataset.train.root": WARN, "dataset.val.root": WARN,
-    "dataset.num_workers": FREE, "dataset.val_batch_size": FREE,
-    "loss": WARN,
-    "trainer": FREE, "trainer.seed": REFUSE, "trainer.accumulate_grad_batches": REFUSE,
-    "trainer.limit_train_images": REFUSE, "trainer.max_epochs": WARN, "trainer.max_steps": WARN,
-    "trainer.ema_decay": REFUSE, "trainer.grad_clip": WARN, "trainer.precision": WARN, "trainer.skip_nonfinite_steps": WARN,
-    "trainer.limit_val_images": WARN, "trainer.val_every_epochs": WARN,
-    "output_dir": FREE, "task": FREE,
-}
-
-
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values."""
     if not isinstance(cfg, Mapping):
@@ -140,13 +118,6 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in cfg.items():
         out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
-
-
-def resume_policy(key: str) -> str:
-    """The :data:`RESUME_POLICY` entry of the longest prefix of ``key``."""
-    parts = key.split(".")
-    return next(RESUME_POLICY[p] for p in (".".join(parts[:i]) for i in range(len(parts), -1, -1))
-                if p in RESUME_POLICY)
 
 
 def check_resume_config(path: PathLike, was: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

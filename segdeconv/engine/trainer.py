@@ -49,30 +49,33 @@ log = logging.getLogger("segdeconv")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Every ``trainer.*`` / loader setting the loop reads, resolved once."""
+    """What the loop reads, resolved once. The ``trainer.*`` fields carry their knob's name; type, range,
+    default and doc are declared once in :mod:`segdeconv.schema` (no defaults here to drift from it)."""
 
+    # trainer.* (segdeconv/schema.py)
+    max_epochs: int
+    max_steps: Optional[int]
+    seed: int
+    accumulate_grad_batches: int
+    grad_clip: Optional[float]
+    skip_nonfinite_steps: int
+    val_every_epochs: int
+    log_every_steps: int
+    log_images: int
+    checkpoint_every_steps: Optional[int]
+    keep_last: int
+    progress: bool
+    sync_bn: bool
+    compile: bool
+    ema_decay: Optional[float]
+    resume: Optional[str]  # None | "auto" | a checkpoint path
+    # the run and its data
     out_dir: Path
-    max_epochs: int = 1
-    max_steps: Optional[int] = None  # optimizer steps; overrides max_epochs
-    seed: int = 42
-    batch_size: int = 4
-    val_batch_size: int = 4
-    num_workers: int = 0
-    accumulate: int = 1
-    grad_clip: Optional[float] = None
-    skip_nonfinite: int = 0
-    val_every_epochs: int = 1
-    log_every_steps: int = 10
-    log_images: int = 4
-    checkpoint_every_steps: Optional[int] = None
-    keep_last: int = 2
-    progress: bool = True
-    sync_bn: bool = False
-    compile: bool = False
-    ema_decay: Optional[float] = None  # validate/ship an EMA of the weights (engine/ema.py)
-    resume: Optional[str] = None  # None | "auto" | a checkpoint path
-    ignore_index: int = 255
-    resume_command: str = "python train.py … trainer.resume=auto"  # printed when a signal stops the run
+    batch_size: int
+    val_batch_size: int
+    num_workers: int
+    ignore_index: int
+    resume_command: str  # printed when a signal stops the run
 
 
 class Trainer:
@@ -87,9 +90,9 @@ class Trainer:
         self.train_ds, self.val_ds, self.criterion = train_ds, val_ds, criterion
         self.class_names, self.palette, self.model = class_names, palette, model
         self._loaders()
-        self.steps_per_epoch = len(self.train_loader) // settings.accumulate
+        self.steps_per_epoch = len(self.train_loader) // settings.accumulate_grad_batches
         # an epoch's leftover len % accumulate micro-batches are not run (see train_batches)
-        self.batches_per_epoch = self.steps_per_epoch * settings.accumulate
+        self.batches_per_epoch = self.steps_per_epoch * settings.accumulate_grad_batches
         self.total_steps = settings.max_steps or self.steps_per_epoch * settings.max_epochs
         self.optimizer = optimizer(self.model.parameters())
         self.scheduler = scheduler(self.optimizer, total_steps=self.total_steps)
@@ -114,8 +117,8 @@ class Trainer:
         if len(self.train_loader) == 0:
             raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {len(self.train_ds)} training "
                               f"images (per process); lower dataset.batch_size")
-        if len(self.train_loader) < s.accumulate:
-            raise ConfigError(f"trainer.accumulate_grad_batches={s.accumulate} needs that many micro-batches per epoch "
+        if len(self.train_loader) < s.accumulate_grad_batches:
+            raise ConfigError(f"trainer.accumulate_grad_batches={s.accumulate_grad_batches} needs that many micro-batches per epoch "
                               f"but an epoch has {len(self.train_loader)} (per process); lower "
                               f"trainer.accumulate_grad_batches or dataset.batch_size")
 
@@ -183,8 +186,8 @@ class Trainer:
         self.train_sampler.set_epoch(st.epoch, start=st.batch_in_epoch * s.batch_size)
         self.train_ds.epoch = st.epoch
         self.train_loader.generator = loader_generator(s.seed, st.epoch)  # worker seeds = f(seed, epoch)
-        step_cfg = StepConfig(self.device, self.rt.amp_dtype, s.accumulate, self.rt.channels_last, s.grad_clip,
-                              s.skip_nonfinite)
+        step_cfg = StepConfig(self.device, self.rt.amp_dtype, s.accumulate_grad_batches, self.rt.channels_last, s.grad_clip,
+                              s.skip_nonfinite_steps)
         bar = progress(self.train_loader, self.dist.is_main and s.progress, f"epoch {st.epoch + 1}")
         speed = Throughput()
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD
-from segdeconv.errors import UserError
+from segdeconv.errors import ConfigError, UserError
 from segdeconv.models.layers import Pool, Switches
 
 log = logging.getLogger("segdeconv")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +26,19 @@ from segdeconv.engine.rng import seed_everything
 from segdeconv.engine.runtime import resolve_runtime
 from segdeconv.engine.trainer import Trainer, TrainSettings
 from segdeconv.errors import DataError
+from segdeconv.schema import section_values
 
 log = logging.getLogger("segdeconv")
 
 
 def train_settings(cfg: DictConfig) -> TrainSettings:
-    """``cfg.trainer`` + the loader keys of ``cfg.dataset`` as one frozen dataclass."""
-    t, d = cfg.trainer, cfg.dataset
-    out = Path(cfg.output_dir)
-    return TrainSettings(
-        out_dir=out, max_epochs=int(t.max_epochs), max_steps=int(t.max_steps) if t.max_steps else None,
-        seed=int(t.seed), batch_size=int(d.batch_size), val_batch_size=val_batch_size(d),
-        num_workers=int(d.num_workers), accumulate=int(t.accumulate_grad_batches),
-        grad_clip=float(t.grad_clip) if t.grad_clip is not None else None,
-        skip_nonfinite=int(t.get("skip_nonfinite_steps") or 0), val_every_epochs=int(t.val_every_epochs),
-        log_every_steps=int(t.log_every_steps), log_images=int(t.log_images),
-        checkpoint_every_steps=int(t.checkpoint_every_steps) if t.get("checkpoint_every_steps") else None,
-        keep_last=int(t.keep_last), progress=bool(t.progress), sync_bn=bool(t.get("sync_bn")),
-        compile=bool(t.compile), resume=str(t.resume) if t.resume else None,
-        ema_decay=float(t.ema_decay) if t.get("ema_decay") else None,
-        ignore_index=int(cfg.loss.ignore_index), resume_command=resume_command(out),
-    )
+    """``cfg.trainer`` (every knob the engine reads, by its schema name) + the run's loader keys."""
+    engine = {f.name for f in fields(TrainSettings)}
+    trainer = {k: v for k, v in section_values(cfg.trainer, "trainer").items() if k in engine}
+    d, out = cfg.dataset, Path(cfg.output_dir)
+    return TrainSettings(**trainer, out_dir=out, batch_size=int(d.batch_size), val_batch_size=val_batch_size(d),
+                         num_workers=int(d.num_workers), ignore_index=int(cfg.loss.ignore_index),
+                         resume_command=resume_command(out))
 
 
 def resume_command(out: Path) -> str:
@@ -72,12 +65,12 @@ def datasets(cfg: DictConfig) -> tuple[Any, Any]:
                        "give dataset.val.split images that are not trained on, or (a final model on e.g. VOC "
                        "trainval, val scores optimistic) trainer.allow_val_in_train=true")
     except DataError as e:
-        if not t.get("allow_val_in_train"):
+        if not t.allow_val_in_train:
             raise
         log.warning("trainer.allow_val_in_train=true: %s", str(e).split("; fix:")[0])
-    if t.get("limit_train_images"):
+    if t.limit_train_images:
         train = Head(train, int(t.limit_train_images))
-    if t.get("limit_val_images"):
+    if t.limit_val_images:
         val = Head(val, int(t.limit_val_images))
     dataset_classes(cfg, train, val)
     return SeededItems(train, int(t.seed)), val
@@ -88,7 +81,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     check_config(cfg)
     settings = train_settings(cfg)
     t = cfg.trainer
-    runtime = resolve_runtime(t.device, t.precision, t.channels_last, t.get("dist_timeout_s"))
+    runtime = resolve_runtime(t.device, t.precision, t.channels_last, t.dist_timeout_s)
     seed_everything(settings.seed, bool(t.deterministic))
     train_ds, val_ds = datasets(cfg)
     class_names, palette = class_info(cfg, train_ds)
