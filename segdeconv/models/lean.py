@@ -27,6 +27,8 @@ Lean is off under ``no_grad``/inference, ``torch.compile``, tracing/ONNX export,
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -44,6 +46,15 @@ _TAG = "_segdeconv_lean"
 _state = threading.local()
 
 
+def _autocast_state(device: str) -> tuple[str, bool, Optional[torch.dtype]]:
+    """The forward's autocast state on ``device``, replayed when a map is rebuilt; a device type without
+    autocast (``meta``: shape-only runs) has none to replay."""
+    try:
+        return device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except RuntimeError:
+        return device, False, None
+
+
 class _Recipe:
     """How to rebuild one tensor: ``steps`` applied in order to ``source`` (a kept tensor or a recipe)."""
 
@@ -51,7 +62,7 @@ class _Recipe:
 
     def __init__(self, source: Union[Tensor, "_Recipe"], step: Step, device: str) -> None:
         self.source, self.steps, self.workspace = source, [step], _state.workspace
-        self.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        self.autocast = _autocast_state(device)
         self.pending = 0  # saved copies not yet unpacked by backward
         self.value: Optional[Tensor] = None  # the rebuilt tensor, while a pending copy still needs it
 
@@ -60,7 +71,8 @@ class _Recipe:
             return self.value
         x = self.source if isinstance(self.source, Tensor) else self.source.build()
         device, enabled, dtype = self.autocast
-        with torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False):
+        replay = torch.autocast(device, dtype=dtype, enabled=enabled, cache_enabled=False) if dtype else nullcontext()
+        with replay:
             for step in self.steps:
                 x = step(x, self.workspace)
         if self.pending > 0:
