@@ -1,6 +1,6 @@
 """``visualize(cfg)``: the task behind ``python visualize.py`` (config: ``conf/visualize.yaml``).
 
-Checkpoint → model → :class:`~segdeconv.visualize.deconvnet.Projector`; dataset split → top-k
+Checkpoint → model → :class:`~segdeconv.visualize.projection.Projector`; dataset split → top-k
 search → projections → per-layer PNGs, ``figure.png`` (all layers), ``index.html``,
 ``topk.json`` and TensorBoard images (``tb/``), all in ``cfg.output_dir``.
 """
@@ -21,7 +21,7 @@ from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
-from segdeconv.visualize.deconvnet import Projector, check_method
+from segdeconv.visualize.projection import Projector, check_method
 from segdeconv.visualize.render import layer_figure, log_tensorboard, save_png, stack, write_index
 from segdeconv.visualize.topk import LayerTiles, TopK, collect_tiles, search_topk
 

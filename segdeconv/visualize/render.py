@@ -36,6 +36,27 @@ def to_display(p: Tensor, q: float = 0.995) -> Tensor:
     return (0.5 + 0.5 * p / scale.view(*p.shape[:-3], 1, 1, 1)).clamp(0, 1)
 
 
+def heatmap(m: Tensor, image: Optional[Tensor] = None, alpha: float = 0.6, q: float = 0.995) -> np.ndarray:
+    """A signed map as an RGB ``uint8`` picture ``(H, W, 3)``; zero is grey (3-channel) or white.
+
+    ``(3, H, W)`` (a class-evidence projection) is shown as Z&F show projections (:func:`to_display`);
+    ``(H, W)`` (an occlusion map) on a blue–white–red scale, red = positive, saturating at the
+    ``q``-quantile of ``|m|``. ``image`` ``(3, H, W)`` in [0, 1] is blended under it (weight ``1 − alpha``).
+    """
+    m = m.detach().float().cpu()
+    if m.dim() == 2:
+        v = to_display(m.expand(3, *m.shape), q)[0]  # (H, W) in [0, 1], 0.5 = zero
+        pos, neg = (2 * v - 1).clamp_min(0), (1 - 2 * v).clamp_min(0)
+        rgb = torch.stack([1 - neg, 1 - pos - neg, 1 - pos])  # (3, H, W): white at 0
+    elif m.dim() == 3 and m.shape[0] == 3:
+        rgb = to_display(m, q)
+    else:
+        raise ValueError(f"heatmap expects a (H, W) or (3, H, W) map, got {tuple(m.shape)}")
+    if image is not None:
+        rgb = alpha * rgb + (1 - alpha) * image.detach().float().cpu().clamp(0, 1)
+    return (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
 def _quantile_nonzero(values: Tensor, q: float) -> Tensor:
     nz = values[values > 0]
     if nz.numel() == 0:
@@ -140,4 +161,4 @@ def save_png(fig: Image.Image, path: Path, copy_to: Optional[Path] = None) -> Pa
     return path
 
 
-__all__ = ["to_display", "layer_figure", "stack", "write_index", "log_tensorboard", "save_png"]
+__all__ = ["to_display", "heatmap", "layer_figure", "stack", "write_index", "log_tensorboard", "save_png"]

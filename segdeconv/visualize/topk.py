@@ -4,7 +4,7 @@
 ``k`` strongest activations — one per image, at the image's arg-max position — so memory is
 ``O(layers × channels × k)`` whatever the split's size. :func:`collect_tiles` then revisits only
 the winning images: for each winner it projects the activation to pixel space
-(:class:`~segdeconv.visualize.deconvnet.Projector`) and cuts the unit's receptive field out of the
+(:class:`~segdeconv.visualize.projection.Projector`) and cuts the unit's receptive field out of the
 projection and out of the image, giving the paper's pairs of projection / image patch.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from segdeconv.errors import ConfigError
 from segdeconv.engine.logger import progress
-from segdeconv.visualize.deconvnet import Projector, check_method
 from segdeconv.visualize.geometry import crop, full_box
+from segdeconv.visualize.projection import Projector, check_method
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""Occlusion sensitivity for segmentation (Zeiler & Fergus 2014, §4.2, Fig. 7).
+
+Z&F slide a grey square over the image and plot the probability of the correct class as a
+function of the square's position. For a segmentation model the score is the *mean softmax
+probability of class* ``c`` *over a region* ``R`` of the output (the predicted mask of ``c`` on the
+clean image by default); the map holds how much it **drops** when each patch is occluded:
+``score(image) − score(occluded)``, positive where the image region supports ``c``.
+
+Windows follow ``captum.attr.Occlusion`` exactly: along each axis the patch starts at
+``0, s, 2s, …, ⌈(H − p)/s⌉·s`` (the last one may hang over the far edge and is cut there), and
+each pixel gets the mean drop of the windows covering it. Occluded copies go through the model
+``batch_size`` at a time, in eval mode without autograd, channels-last (faster on CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from segdeconv.engine.checkpoint import unwrap
+from segdeconv.errors import ConfigError
+from segdeconv.visualize.evidence import ClassRef, Region, as_batch, check_class, region_mask
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Start offsets of the patch along an axis of ``size`` px (captum's ``Occlusion`` layout)."""
+    return [i * stride for i in range(math.ceil((size - patch) / stride) + 1)]
+
+
+def check_window(size: tuple[int, int], patch: int, stride: int, batch_size: int) -> None:
+    """``1 ≤ stride ≤ patch ≤ min(H, W)`` and ``batch_size ≥ 1``, else a :class:`ConfigError`."""
+    for key, v in (("patch", patch), ("stride", stride), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{key}={v!r} must be an integer >= 1 (e.g. patch=32 stride=16 batch_size=16)")
+    if patch > min(size):
+        raise ConfigError(f"patch={patch} px is larger than the {size[0]}x{size[1]} image; use patch <= {min(size)}")
+    if stride > patch:
+        raise ConfigError(f"stride={stride} is larger than patch={patch}: pixels between patches would "
+                          f"never be occluded; use stride <= patch")
+
+
+def mean_probability(logits: Tensor, class_index: int, mask: Tensor) -> Tensor:
+    """Mean softmax probability of ``class_index`` over ``mask`` (H, W): ``(B, C, H, W)`` → ``(B,)``."""
+    region = logits.flatten(2)[:, :, mask.flatten()].float()  # (B, C, N): only the region's pixels
+    return region.softmax(1)[:, class_index].mean(-1)
+
+
+def _windows(size: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
+    return [(y, x) for y in window_starts(size[0], patch, stride) for x in window_starts(size[1], patch, stride)]
+
+
+def _batches(items: Sequence[tuple[int, int]], n: int) -> Iterator[Sequence[tuple[int, int]]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def occlusion_map(model: nn.Module, image: Tensor, class_index: ClassRef, region: Region = None,
+                  patch: int = 32, stride: int = 16, batch_size: int = 16, fill: float = 0.0,
+                  class_names: Optional[Sequence[str]] = None) -> Tensor:
+    """Z&F §4.2 occlusion map ``(H, W)``: the drop of class ``c``'s mean probability over ``region``.
+
+    ``image`` ``(3, H, W)`` is normalized as the model sees it, so ``fill=0`` is the dataset's
+    mean colour (Z&F's grey square). ``region``: ``None`` (the predicted mask of ``c`` on the clean
+    image), ``(y, x)``, ``(y0, x0, y1, x1)`` (ends exclusive) or a bool mask ``(H, W)``; the region
+    stays fixed while the patch moves. ``patch``/``stride`` in px; ``batch_size`` occluded copies
+    per forward. Each pixel holds the mean drop over the patches that cover it.
+    """
+    net = unwrap(model)
+    p = next(net.parameters(), None)
+    x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)  # oneDNN convolves channels-last faster on CPU
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    check_window(size, patch, stride, batch_size)
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        with torch.inference_mode():
+            logits = net(x)  # (1, C, H, W)
+            c = check_class(class_index, int(logits.shape[1]), class_names)
+            mask = region_mask(region, size, logits[0].argmax(0), c)
+            base = mean_probability(logits, c, mask)  # (1,)
+            total = torch.zeros(size, dtype=torch.float64, device=x.device)
+            count = torch.zeros(size, dtype=torch.float64, device=x.device)
+            for batch in _batches(_windows(size, patch, stride), batch_size):
+                copies = x.expand(len(batch), -1, -1, -1).clone(memory_format=torch.channels_last)  # (b, 3, H, W)
+                for i, (y0, x0) in enumerate(batch):
+                    copies[i, :, y0:y0 + patch, x0:x0 + patch] = fill
+                drops = base - mean_probability(net(copies), c, mask)  # (b,)
+                for (y0, x0), d in zip(batch, drops.double().tolist()):
+                    total[y0:y0 + patch, x0:x0 + patch] += d
+                    count[y0:y0 + patch, x0:x0 + patch] += 1
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return (total / count).float()  # (H, W); every pixel is covered (stride <= patch)
+
+
+__all__ = ["occlusion_map", "mean_probability", "window_starts"]
