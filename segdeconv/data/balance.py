@@ -135,13 +135,11 @@ def _load_cache(cache: Optional[Path], key: str) -> Optional[tuple[np.ndarray, n
 def _save_cache(cache: Path, data: dict[str, Any]) -> None:
     """Write the cache atomically (a concurrent or killed run never leaves half a file); a cache that
     cannot be written (read-only data folder) is a warning: the weights are computed either way."""
-    from segdeconv.engine.outputs import atomic_file
+    from segdeconv.engine.writer import write_json
     from segdeconv.errors import UserError
 
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(cache, "class-weight cache") as tmp:
-            tmp.write_text(json.dumps(data, indent=1))
+        write_json(cache, data, "class-weight cache")
     except (OSError, UserError) as e:
         warnings.warn(f"class weights not cached ({str(e).splitlines()[0]}); they are recomputed next time",
                       stacklevel=3)

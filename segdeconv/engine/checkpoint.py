@@ -13,17 +13,18 @@ newest one that loads.
 from __future__ import annotations
 
 import logging
-import os
+import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
-from segdeconv.engine.outputs import check_output_file, write_error
+from segdeconv import filekind
+from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.step import NonFiniteLoss
+from segdeconv.engine.writer import write_file
 from segdeconv.errors import CheckpointError
 from segdeconv.models import registry
 
@@ -60,31 +61,12 @@ def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
-    """Write ``state`` atomically: temp file in the same directory, fsync, ``os.replace``.
-
-    A crash at any moment leaves either the previous file or the new one, never a torn file; a failed
-    write (full disk: torch's zip writer raises RuntimeError, not OSError) is a :class:`CheckpointError`.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror}; choose a writable hydra.run.dir") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        err = write_error(path, e, "checkpoint", "; the previous checkpoint files are intact")
-        if err is None:
-            raise
-        raise CheckpointError(str(err)) from None
-    return path
+    """Write ``state`` through the one writer (:func:`~segdeconv.engine.writer.write_file`): temp file in the
+    same directory, fsync, ``os.replace``. A crash at any moment leaves either the previous file or the new
+    one, never a torn file; a failed write (full disk, read-only place) is a :class:`CheckpointError`
+    naming the file and the free space, and the previous files stay intact."""
+    return write_file(path, lambda f: torch.save(dict(state), f), "checkpoint",
+                      "; the previous checkpoint files are intact", CheckpointError)
 
 
 def finite_state(state: dict[str, Any], step: int, ckpt_dir: Path) -> dict[str, Any]:
@@ -96,19 +78,6 @@ def finite_state(state: dict[str, Any], step: int, ckpt_dir: Path) -> dict[str, 
     return state
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu",
                     key: str = "ckpt_path") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`
@@ -117,16 +86,20 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if not p.is_file():
         raise CheckpointError(f"checkpoint {path} not found; pass {key}=<run dir>/checkpoints/"
                               f"{'last' if key == 'trainer.resume' else 'best'}.pt")
+    kind = filekind.file_kind(p)  # by signature: a text or ONNX file is no pickle that "could execute code"
+    if kind not in filekind.LOADABLE:
+        raise _not_loadable(path, kind, key)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError:  # the weights-only unpickler met a class or function: never run
+        raise CheckpointError(
+            f"checkpoint {path} contains Python objects that could execute code; refused "
+            f"(only tensors and plain containers are loaded). Re-save it as a state dict."
+        ) from None
+    except Exception as e:  # EOFError, RuntimeError (zip reader), …: the bytes are damaged
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
-            raise CheckpointError(
-                f"checkpoint {path} contains Python objects that could execute code; refused "
-                f"(only tensors and plain containers are loaded). Re-save it as a state dict."
-            ) from None
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({msg}); use another file") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({msg[:200]}); use another "
+                              f"file") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(
             f"checkpoint {path} is not a segdeconv checkpoint (no 'model' entry); "
@@ -137,6 +110,16 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if ckpt.get("ema_model") is not None:
         ckpt["ema_model"] = strip_prefixes(ckpt["ema_model"])
     return ckpt
+
+
+def _not_loadable(path: PathLike, kind: str, key: str) -> CheckpointError:
+    """A file whose signature says it is no ``torch.save`` file (:mod:`segdeconv.filekind`), in words."""
+    what = filekind.describe(path, kind)
+    if kind == filekind.BROKEN_ZIP:
+        return CheckpointError(f"checkpoint {path} is unreadable or truncated: {what}; use another file")
+    fix = (f"pass {key}= the checkpoint it was exported from" if kind in (filekind.TORCHSCRIPT, filekind.ONNX) else
+           f"pass {key}= a segdeconv checkpoint (<run dir>/checkpoints/best.pt)")
+    return CheckpointError(f"checkpoint {path} is {what}; {fix}")
 
 
 def upgrade(ckpt: dict[str, Any], path: PathLike = "checkpoint") -> dict[str, Any]:

@@ -16,6 +16,7 @@ real images, by max-pool windows whose inputs tie to the last bit: see :mod:`seg
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import warnings
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD
+from segdeconv.engine.writer import write_bytes
 from segdeconv.errors import ConfigError, UserError
 from segdeconv.models.layers import Pool, Switches
 
@@ -72,32 +74,60 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-def export_onnx(model: nn.Module, path: Path, example: Tensor, opset: int = 17,
-                metadata: Optional[dict] = None) -> Path:
-    """ONNX with dynamic batch/height/width; ``metadata`` goes into ``metadata_props`` (JSON values)."""
+def max_opset() -> int:
+    """The newest ONNX opset the TorchScript-based exporter (the one used here) writes."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", 17)))
+
+
+def check_opset(opset: int, key: str = "opset") -> int:
+    """``opset`` if this torch can export it (checked before any work), else a :class:`ConfigError`."""
+    top = max_opset()
+    if int(opset) > top:
+        raise ConfigError(f"{key}={opset}: this torch {torch.__version__} exports ONNX opsets up to {top}; "
+                          f"set {key}=17 (or any of 11 to {top})")
+    return int(opset)
+
+
+def onnx_bytes(model: nn.Module, example: Tensor, opset: int = 17, metadata: Optional[dict] = None) -> bytes:
+    """ONNX with dynamic batch/height/width, serialised in memory; ``metadata`` goes into ``metadata_props``
+    (JSON values)."""
     try:
         import onnx
     except ImportError:
         raise ConfigError("format=onnx needs the onnx package: pip install 'segdeconv[export]'") from None
     axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
     with _quiet_tracing(), torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=check_opset(opset),
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True)
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buf.getvalue())
     for k, v in (metadata or {}).items():
         proto.metadata_props.add(key=k, value=json.dumps(v))
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return path
+    return proto.SerializeToString()
+
+
+def torchscript_bytes(model: nn.Module, example: Tensor, metadata: Optional[dict] = None) -> bytes:
+    """A traced TorchScript module (shapes stay symbolic: any batch/height/width), serialised in memory."""
+    buf = io.BytesIO()
+    with _quiet_tracing(), torch.no_grad():
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+        torch.jit.save(traced, buf, _extra_files={"segdeconv.json": json.dumps(metadata or {})})
+    return buf.getvalue()
+
+
+def export_onnx(model: nn.Module, path: Path, example: Tensor, opset: int = 17,
+                metadata: Optional[dict] = None) -> Path:
+    """:func:`onnx_bytes` written to ``path`` by the one writer."""
+    return write_bytes(path, onnx_bytes(model, example, opset, metadata), "the onnx export")
 
 
 def export_torchscript(model: nn.Module, path: Path, example: Tensor, metadata: Optional[dict] = None) -> Path:
-    """A traced TorchScript module (shapes stay symbolic: any batch/height/width)."""
-    with _quiet_tracing(), torch.no_grad():
-        traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={"segdeconv.json": json.dumps(metadata or {})})
-    return path
+    """:func:`torchscript_bytes` written to ``path`` by the one writer."""
+    return write_bytes(path, torchscript_bytes(model, example, metadata), "the torchscript export")
 
 
 def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:

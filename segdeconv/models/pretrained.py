@@ -19,12 +19,14 @@ shift 0, running mean 0 / var 1, as pytorch-semseg's ``init_vgg16_params``) and 
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from segdeconv import filekind
 from segdeconv.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -49,7 +51,6 @@ IMAGENET_FILES: dict[tuple[str, bool], str] = {
 }
 SPECS = {"imagenet": False, "imagenet_bn": True}  # weights=<spec> -> the file has BatchNorm
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6; the legacy format is a pickle: b"\x80" + protocol
 
 
 class Layout(NamedTuple):
@@ -111,18 +112,16 @@ def resolve(weights: Union[str, Path], arch: str, batch_norm: bool, width: float
 
 def read_state(path: Path, where: str) -> dict[str, Tensor]:
     """The tensors of a torch state dict file, loaded without executing code; clear errors for anything else."""
-    with path.open("rb") as f:
-        head = f.read(64)
-    zipped = head.startswith(ZIP_MAGIC)
-    if not zipped and not head.startswith(b"\x80"):
-        raise CheckpointError(_not_torch(path, head, where))
+    kind = filekind.file_kind(path)  # by signature (segdeconv.filekind), as checkpoints are
+    if kind not in filekind.LOADABLE and kind != filekind.BROKEN_ZIP:
+        raise CheckpointError(_not_torch(path, kind, where))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except Exception as e:  # truncated, or a pickle of Python objects (e.g. a whole model)
-        if "weights only load failed" in str(e).lower():
-            raise CheckpointError(f"{where} cannot be read as a state dict: it pickles Python objects (a whole "
-                                  f"model?), which are never unpickled; save the tensors: torch.save(model."
-                                  f"state_dict(), path)") from None
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == filekind.TORCH)
+    except pickle.UnpicklingError:  # the weights-only unpickler met a class (e.g. a whole pickled model)
+        raise CheckpointError(f"{where} cannot be read as a state dict: it pickles Python objects (a whole "
+                              f"model?), which are never unpickled; save the tensors: torch.save(model."
+                              f"state_dict(), path)") from None
+    except Exception as e:  # truncated or corrupt
         line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{where} cannot be read ({type(e).__name__}: {line}); the file is truncated or "
                               f"corrupt: copy it again") from None
@@ -134,15 +133,14 @@ def read_state(path: Path, where: str) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def _not_torch(path: Path, head: bytes, where: str) -> str:
-    """Caffe's ``.caffemodel`` (a protobuf ``NetParameter``: field 1, its name, first) or any other non-torch file."""
-    named = len(head) > 2 and head[0] == 0x0A and 0 < head[1] < 0x80 and head[2:2 + head[1]].isascii()
-    if path.suffix.lower() == ".caffemodel" or named and head[2:2 + head[1]].decode("ascii").isprintable():
+def _not_torch(path: Path, kind: str, where: str) -> str:
+    """Caffe's ``.caffemodel`` (a protobuf ``NetParameter``) or any other non-torch file (its kind)."""
+    if kind == filekind.CAFFE:
         return (f"{where} is a Caffe model; convert it to a torchvision state dict (features.N.weight/.bias as in "
                 f"torchvision.models.vgg16().state_dict(), saved with torch.save; Caffe's VGG takes BGR 0–255 input: "
                 f"model.input=caffe_bgr*) or use {KEY}=imagenet (torchvision's file, from the torch hub cache)")
-    return (f"{where} cannot be read: not a PyTorch file (it starts with {head[:4]!r}; torch.save writes "
-            f"{ZIP_MAGIC!r} or a pickle b'\\x80'); pass a torchvision VGG state dict, or {KEY}=imagenet")
+    return (f"{where} cannot be read: {filekind.describe(path, kind)}; pass a torchvision VGG state dict, "
+            f"or {KEY}=imagenet")
 
 
 def detect(feats: dict[str, Tensor]) -> Optional[Layout]:

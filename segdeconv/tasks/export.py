@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from segdeconv.engine.outputs import atomic_file, check_output_file
+from segdeconv.engine.outputs import check_output_file
+from segdeconv.engine.writer import write_bytes
 from segdeconv.errors import ConfigError
-from segdeconv.inference.export import (FORMATS, ExportMismatch, export_metadata, export_onnx, export_torchscript,
-                                        exportable, runner)
+from segdeconv.inference.export import (FORMATS, ExportMismatch, check_opset, export_metadata, exportable, onnx_bytes,
+                                        runner, torchscript_bytes)
 from segdeconv.inference.parity import parity_inputs, problems, report_lines, verify
 from segdeconv.trained import load_trained
 
@@ -21,24 +22,25 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` to ``cfg.format``; verify against PyTorch and print the parity figures.
 
     The output (default: beside the checkpoint, ``best.onnx`` / ``best.torchscript.pt``) may not be an
-    input or an existing checkpoint (:func:`~segdeconv.engine.outputs.check_output_file`), and is written
-    atomically: a failed export leaves whatever was there before."""
+    input, an existing checkpoint or a device (:func:`~segdeconv.engine.outputs.check_output_file`); it is
+    serialised in memory and written by the one writer (:mod:`segdeconv.engine.writer`): a failed export
+    (a full disk included) leaves whatever was there before and no temp file."""
     fmt, tol = str(cfg.format), float(cfg.tolerance)
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; use onnx or torchscript")
+    if fmt == "onnx":
+        check_opset(int(cfg.opset))  # before any work: ONNX's own error would come after the tracing
     dst = Path(cfg.output) if cfg.get("output") else Path(cfg.ckpt_path).with_suffix(FORMATS[fmt])
     check_output_file(dst, [cfg.ckpt_path, cfg.get("verify_image")], "output")  # never over an input/checkpoint
     trained = load_trained(cfg.ckpt_path, "cpu")
     model = exportable(trained.model)
     size = list(cfg.get("input_size") or trained.image_size or [360, 480])
     meta = export_metadata(trained.class_names, trained.palette, size)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     cases = parity_inputs(size, cfg.get("verify_image"))  # a bad verify_image fails before exporting
-    with atomic_file(dst, f"the {fmt} export") as tmp:
-        if fmt == "onnx":
-            export_onnx(model, tmp, torch.randn(1, 3, *size), int(cfg.opset), meta)
-        else:
-            export_torchscript(model, tmp, torch.randn(1, 3, *size), meta)
+    example = torch.randn(1, 3, *size)
+    data = (onnx_bytes(model, example, int(cfg.opset), meta) if fmt == "onnx" else
+            torchscript_bytes(model, example, meta))
+    write_bytes(dst, data, f"the {fmt} export")
     print(f"wrote {dst} ({dst.stat().st_size / 2**20:.1f} MiB)")
     if not cfg.verify:
         return {"path": str(dst), "parity": []}

@@ -23,6 +23,7 @@ from PIL import Image
 from segdeconv.data.image import IMAGE_SUFFIXES
 from segdeconv.engine.outputs import check_output_dir
 from segdeconv.engine.runtime import resolve_device
+from segdeconv.engine.writer import write_image
 from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
@@ -34,12 +35,13 @@ log = logging.getLogger("segdeconv")
 KINDS = ("index", "color", "overlay", "uncertainty")
 
 
-def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path, list[Path]]:
+def collect_inputs(path: str, recursive: bool, key: str = "input") -> tuple[list[Path], Path, list[Path]]:
     """The input images, the folder they are named relative to, and the image names that cannot be
-    read at all (dangling symlinks: skipped, but listed with the other skipped files)."""
+    read at all (dangling symlinks: skipped, but listed with the other skipped files); ``key`` is the
+    config key the path came from (``input``, ``calibration``), for the messages."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise UserError(f"input={path} does not exist; pass input=<image file or folder>")
+        raise UserError(f"{key}={path} does not exist; pass {key}=<image file or folder>")
     if p.is_file():
         return [p], p.parent, []
     files = list_images(p, recursive)
@@ -48,7 +50,7 @@ def collect_inputs(path: str, recursive: bool) -> tuple[list[Path], Path, list[P
     if not files:
         hint = "" if recursive else "; for images in sub-folders pass recursive=true"
         broken = f" ({len(dangling)} broken links, e.g. {dangling[0]})" if dangling else ""
-        raise UserError(f"input={path} holds no readable images (*.png, *.jpg, …){broken}{hint}")
+        raise UserError(f"{key}={path} holds no readable images (*.png, *.jpg, …){broken}{hint}")
     return files, p, dangling
 
 
@@ -70,9 +72,7 @@ def save_prediction(out: Path, name: Path, rgb: np.ndarray, mask: np.ndarray, p:
         "uncertainty": lambda: Image.fromarray(uncertainty, mode="L"),
     }
     for kind in kinds:
-        dest = out / kind / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        images[kind]().save(dest)
+        write_image(out / kind / name, images[kind](), "prediction")  # the one writer: never over a device
 
 
 def _palette_png(mask: np.ndarray, lut: np.ndarray) -> Image.Image:
@@ -156,7 +156,7 @@ def _calibration(cfg: DictConfig, inputs: Sequence[Path]) -> list[Path]:
     folder = cfg.get("calibration")
     if folder is None:
         return list(inputs[:n])
-    files, _, _ = collect_inputs(str(folder), False)
+    files, _, _ = collect_inputs(str(folder), False, "calibration")
     return files[:n]
 
 

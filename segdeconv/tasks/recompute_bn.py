@@ -20,6 +20,7 @@ from torch.utils.data import Subset
 from segdeconv.config import split_dataset
 from segdeconv.engine.bn_stats import batch_norms, bn_loader, recompute_bn_statistics
 from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint, weights_key
+from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device, resolve_precision
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
@@ -38,7 +39,7 @@ def new_output_path(output: Any, source: Any) -> Path:
         what = "is the input checkpoint" if same else "already exists"
         raise ConfigError(f"output={dst} {what}; choose a new file name (e.g. {dst.with_name(dst.stem + '_bn.pt')}) "
                           "— recompute_bn.py never overwrites a file")
-    return dst
+    return check_output_file(dst, [source], "output")  # a writable place, checked before any work
 
 
 def recompute_bn(cfg: DictConfig) -> dict[str, Any]:
