@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from segdeconv.engine.logger import TBLogger, finite_scalars, image_grid, metric_scalars
+from segdeconv.engine.tracker_checks import check_wandb, read_run_record, tracker_error
+from segdeconv.engine.writer import write_json
 from segdeconv.errors import ConfigError
 
 _EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # logger name → the module it needs (= the extra's name)
@@ -55,24 +56,38 @@ class MLflowLogger:
     def __init__(self, out_dir: Path, palette: Sequence[Sequence[int]], config: Mapping[str, Any],
                  purge_step: Optional[int] = None, tracking_uri: Optional[str] = None,
                  experiment: str = "segdeconv", run_name: Optional[str] = None, log_checkpoint: bool = True) -> None:
+        self.out, self.palette, self.log_checkpoint = Path(out_dir), palette, log_checkpoint
+        try:
+            self._open(config, purge_step, tracking_uri, experiment, run_name)
+        except Exception as e:  # the client's failure, by type, as one line naming the key
+            err = tracker_error(e, "logger.mlflow.tracking_uri", tracking_uri or self.__dict__.get("uri"))
+            if err is None:
+                raise
+            raise err from None
+
+    def _open(self, config: Mapping[str, Any], purge_step: Optional[int], tracking_uri: Optional[str],
+              experiment: str, run_name: Optional[str]) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.out, self.palette, self.log_checkpoint = Path(out_dir), palette, log_checkpoint
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.uri = self.client.tracking_uri
         record = self.out / "mlflow_run.json"
-        previous = json.loads(record.read_text()) if purge_step is not None and record.is_file() else {}
+        previous = read_run_record(record) if purge_step is not None else {}
         if previous.get("tracking_uri") == self.uri:
             self.run_id = previous["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            found = self.client.get_experiment_by_name(experiment)
-            exp_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-            run = self.client.create_run(exp_id, run_name=run_name or run_label(self.out),
-                                         tags={"segdeconv.run_dir": str(self.out.resolve())})
-            self.run_id = run.info.run_id
-            self._log_params(flatten(config))
-            record.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}))
+            return
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise ConfigError(f"logger.mlflow.experiment={experiment} was deleted in MLflow ({self.uri}); restore "
+                              f"it (mlflow experiments restore --experiment-id {found.experiment_id}) or choose "
+                              f"another logger.mlflow.experiment=…")
+        exp_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+        run = self.client.create_run(exp_id, run_name=run_name or run_label(self.out),
+                                     tags={"segdeconv.run_dir": str(self.out.resolve())})
+        self.run_id = run.info.run_id
+        self._log_params(flatten(config))
+        write_json(record, {"tracking_uri": self.uri, "run_id": self.run_id}, "MLflow run record")
 
     def _log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -119,8 +134,7 @@ class WandbLogger:
                  run_name: Optional[str] = None) -> None:
         import wandb
 
-        if mode not in ("offline", "online", "disabled"):
-            raise ConfigError(f"logger.wandb.mode={mode!r} is not a W&B mode; use offline, online or disabled")
+        check_wandb({"mode": mode})  # also in check_config: an online run needs a key, looked for locally
         self.wandb, self.palette = wandb, palette
         self.run = wandb.init(project=project, dir=str(out_dir), mode=mode, config=dict(config),
                               name=run_name or run_label(out_dir))
