@@ -34,12 +34,17 @@ def _value(cfg: DictConfig, key: str) -> Any:
 
 def check_config(cfg: DictConfig) -> None:
     """Cheap sanity checks of the composed config before anything heavy is built: every
-    :data:`~segdeconv.schema.KNOBS` value present (type and range), then the checks across keys. Called for
-    every task (cli.run_task)."""
+    :data:`~segdeconv.schema.KNOBS` value present (type and range; a path knob may not be empty), then the
+    rules across keys and against degenerate values (:mod:`segdeconv.rules`). Called for every task
+    (cli.run_task)."""
+    from segdeconv.rules import check_empty_path, check_rules
+
     task = cfg.get("task")
     for name, knob in KNOBS.items():
         only, _, key = name.rpartition(":")
         v = _value(cfg, key) if not only or only == task else _ABSENT
+        if knob.path:
+            check_empty_path(key, v)
         if v is not _ABSENT and not knob.accepts(v):
             raise ConfigError(f"{key}={v!r} must be {knob.describe()}; set {key} to such a value")
     mc, dc = _get(cfg, "model.num_classes"), _get(cfg, "dataset.num_classes")
@@ -48,6 +53,7 @@ def check_config(cfg: DictConfig) -> None:
             f"model.num_classes={mc} but dataset {cfg.dataset.get('name', '')} has dataset.num_classes={dc}; "
             f"drop the model.num_classes override (it follows the dataset)"
         )
+    check_rules(cfg, lambda key: _get(cfg, key))
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

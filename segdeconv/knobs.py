@@ -16,7 +16,8 @@ class Knob:
     strict); ``choices``: the allowed values; ``null``: None allowed; ``each``: a value or a list of values
     (``length`` of them); ``what``: the allowed values in words where the consumer checks them (kind
     ``object``); ``default`` (where one value holds for every preset); ``resume``: what a resume may
-    do with a changed value (None: the section's rule); ``doc``: one line."""
+    do with a changed value (None: the section's rule); ``doc``: one line; ``path``: a file or folder, so
+    an empty string (an unset shell variable: ``key=$UNSET``) is refused, never read as "not given"."""
 
     kind: type
     lo: Optional[float] = None
@@ -31,6 +32,7 @@ class Knob:
     resume: Optional[str] = None
     doc: str = ""
     what: str = ""  # the allowed values in words, for a knob its consumer checks (kind ``object``)
+    path: bool = False
 
     @property
     def has_default(self) -> bool:
@@ -61,6 +63,8 @@ class Knob:
         return f"a list of {self.length} {noun}s{bounds}" if self.length else f"{one}, or a list of them"
 
     def accepts(self, v: Any) -> bool:
+        if self.path and isinstance(v, str) and not v.strip():
+            return False
         if v is None:
             return self.null or self.kind is object
         if self.each and isinstance(v, (list, tuple)):
@@ -115,3 +119,8 @@ def free_form(what: str, **kw: Any) -> Knob:
 
 def text(**kw: Any) -> Knob:
     return Knob(str, **kw)
+
+
+def path(**kw: Any) -> Knob:
+    """A file or folder (a string that may not be empty)."""
+    return Knob(str, path=True, **kw)

@@ -89,6 +89,10 @@ class SyntheticShapes(Dataset):
     ) -> None:
         if split not in _SPLIT_OFFSET:
             raise ConfigError(f"dataset split={split!r} is unknown for synthetic; use one of {list(_SPLIT_OFFSET)}")
+        if root is not None:  # e.g. evaluate.py dataset.root=… on a synthetic checkpoint: never score made-up images
+            raise ConfigError(f"dataset.root={root}, but the dataset is synthetic: its images are generated and no "
+                              f"folder is read; to use files pass dataset=<name> (camvid, voc, folder, …) with "
+                              f"dataset.root=…, or drop dataset.root")
         if length < 1:
             raise ConfigError(f"dataset length={length} must be ≥ 1")
         if len(image_size) != 2 or min(image_size) < 8:
