@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from segdeconv.data.labelled import no_labelled_pixel, split_name
 from segdeconv.errors import UserError
 
 
@@ -41,6 +42,10 @@ def inspect_dataset(ds: Any, limit: Optional[int] = None) -> DatasetReport:
             continue
         report.sizes[(image.shape[1], image.shape[0])] += 1
         report.histogram += np.bincount(mask.ravel(), minlength=256)
+    ignore = int(getattr(ds, "ignore_index", 255))
+    if report.sizes and int(report.histogram.sum() - report.histogram[ignore]) == 0:  # the trainer's own check
+        report.problems.append(str(no_labelled_pixel(split_name(ds, "split"), ignore,
+                                                     f"{sum(report.sizes.values())} masks")))
     return report
 
 

@@ -7,7 +7,6 @@ TensorBoard (tb/).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,11 +16,12 @@ import torch
 from omegaconf import DictConfig
 
 from segdeconv.config import split_dataset
+from segdeconv.data.labelled import UNDEFINED, require_labelled, split_name
 from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
-from segdeconv.engine.outputs import atomic_file
+from segdeconv.engine.writer import write_json
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
 from segdeconv.inference.montecarlo import require_dropout
@@ -78,6 +78,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     cleanup()
     m = cm.compute(trained.class_names)
+    require_labelled(m["num_pixels"], split_name(dataset, "dataset"), ignore_index)  # mIoU NaN is no result
     if bf is not None:  # boundary F1 (SegNet TPAMI §4): bf_score, per_class_bf, image_bf
         m.update(bf.compute(trained.class_names))
     m.update(num_images=len(dataset), split=cfg.split, checkpoint=str(cfg.ckpt_path),
@@ -95,8 +96,7 @@ def _write_outputs(out: Path, m: dict[str, Any], cm: Any, worst: WorstImages, tr
                    report: Any) -> None:
     """metrics.json (atomically), the table on stdout, and the figures / TensorBoard report."""
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "metrics.json", "metrics") as tmp:  # never a half-written file
-        tmp.write_text(json.dumps(m, indent=1))
+    write_json(out / "metrics.json", m, "metrics", UNDEFINED)  # strict JSON, never a half-written file
     print(format_table(m))
     if report.get("figures", True):
         files = write_report(out, cm.mat, m, worst, trained.palette, _image_names(dataset), trained.step,
