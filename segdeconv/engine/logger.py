@@ -35,11 +35,28 @@ class _Silent:
         pass
 
 
+_BARS: list = []  # whether a bar was ever shown in this process (tqdm leaves "\r…" without a newline)
+
+
 def progress(it: Iterable, enabled: bool, desc: str):
     """tqdm over ``it`` (loss, lr, img/s in the postfix; ETA from tqdm) or a silent stand-in."""
     if not enabled:
         return _Silent(it)
+    _BARS.append(True)
     return tqdm(it, desc=desc, dynamic_ncols=True, file=sys.stderr, mininterval=1.0, leave=False)
+
+
+def end_progress() -> None:
+    """Close the progress bars still open and end their line on stderr, so that what is printed next (the
+    ``error:`` line) starts a line of its own: ``grep '^error:'`` finds it in a log."""
+    if not _BARS:
+        return
+    from tqdm import tqdm as plain
+
+    for bar in list(getattr(plain, "_instances", [])):
+        bar.close()
+    sys.stderr.write("\n")
+    sys.stderr.flush()
 
 
 class TBLogger:

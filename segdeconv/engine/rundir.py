@@ -131,3 +131,49 @@ class RunLock:
             del _held[key]
             (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # still holding: nobody can be mid-takeover
             os.close(entry[0])
+
+
+# ------------------------------------------------------------------ a refused run leaves nothing behind
+_started: dict[str, object] = {}  # this process's run dir: {"dir": Path, "before": names in it before, or None}
+
+
+def note_run_dir(run_dir: Path, created: bool = False) -> None:
+    """Remember what ``run_dir`` held before this run (``created``: this run made it); called by
+    ``cli.RunDirGuard`` before Hydra writes anything there."""
+    run_dir = Path(run_dir)
+    _started.update(dir=run_dir, before=set(os.listdir(run_dir)) if run_dir.is_dir() and not created else None)
+
+
+def discard_refused_run() -> Optional[Path]:
+    """Remove what a run that ended in a user error created in its run dir — Hydra's ``.hydra/`` record,
+    its log, the folder itself if this run made it — so the corrected command can use the same dir.
+    A run that wrote checkpoints is kept (it can be resumed), and so is a dir another trainer holds.
+    Returns the dir cleaned, if any."""
+    import shutil
+
+    run_dir, before = _started.pop("dir", None), _started.pop("before", None)
+    if not isinstance(run_dir, Path) or not run_dir.is_dir() or any((run_dir / "checkpoints").glob("*.pt")) \
+            or lock_holder(run_dir):
+        return None
+    _close_log_files(run_dir)
+    new = [run_dir / n for n in os.listdir(run_dir) if before is None or n not in before]
+    for p in new:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    if before is None:
+        try:
+            run_dir.rmdir()  # only when empty: never another run's files
+        except OSError:
+            pass
+    return run_dir
+
+
+def _close_log_files(run_dir: Path) -> None:
+    """Close (and detach) the logging file handlers writing inside ``run_dir`` (Hydra's ``<task>.log``)."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in list(lg.handlers):
+            name = getattr(h, "baseFilename", None)
+            if name and Path(name).resolve().is_relative_to(run_dir.resolve()):
+                lg.removeHandler(h)
+                h.close()
