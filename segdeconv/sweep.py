@@ -57,15 +57,17 @@ def job_failed(line: str) -> NoReturn:
 
 
 def sweep_error_line(e: BaseException) -> Optional[str]:
-    """The one line for a sweep that failed because its jobs did (None when no job failed)."""
+    """The one line for a sweep that failed because its jobs did: a job's :class:`JobFailed` re-raised by the
+    sweeper (the basic sweeper does; Optuna past ``max_failure_rate``), or any error once every job failed
+    (Optuna then has no best trial). None otherwise: another error is no job's, and keeps its traceback."""
     failed = [(label, line) for label, line in JOBS if line is not None]
-    if not failed:
+    if not failed or not (isinstance(e, JobFailed) or len(failed) == len(JOBS)):
         return None
     label, line = failed[0]
     if len(failed) == len(JOBS):
         return f"every job of the sweep failed ({len(JOBS)}); {label}: {line}"
-    return (f"{len(failed)} of {len(JOBS)} jobs of the sweep failed, which stops it; {label}: {line} "
-            f"(Optuna: hydra.sweeper.max_failure_rate=1.0 lets a sweep go on past failed trials)")
+    return (f"{len(failed)} of {len(JOBS)} jobs of the sweep failed; {label}: {line} (Optuna: "
+            f"hydra.sweeper.max_failure_rate=1.0 lets a sweep go on past failed trials)")
 
 
 def check_sweeper(config: Any) -> None:

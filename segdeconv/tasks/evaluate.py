@@ -21,6 +21,7 @@ from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
+from segdeconv.engine.outputs import check_output_file, dataset_inputs
 from segdeconv.engine.writer import write_json
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
@@ -48,6 +49,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if mc[0] is not None:
         require_dropout(trained.model, f"ckpt_path={cfg.ckpt_path}")
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, ckpt_path=cfg.ckpt_path)
+    check_output_file(Path(cfg.output_dir) / "metrics.json", [cfg.ckpt_path, *dataset_inputs(dataset)], "output_dir")
     workers = cfg.num_workers if cfg.num_workers is not None else trained.dataset_cfg.get("num_workers", 0)
     loader = eval_loader(dataset, int(cfg.batch_size or trained.val_batch_size), int(workers), device,
                          info.rank, info.world_size)
