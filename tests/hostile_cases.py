@@ -26,6 +26,9 @@ class Case(NamedTuple):
     script: str
     args: tuple[str, ...]  # {u} user tree, {r} this case's run dir, {ro} a read-only folder, {own} a copy of {u}/run
     words: tuple[str, ...]  # all must appear in the error line
+    env: tuple[tuple[str, str], ...] = ()  # extra environment ({u}, {r} formatted too)
+    code: int = 2  # the exit code; 1 (check_data's "problems found"): words are looked for in its PROBLEM lines
+    absent: tuple[str, ...] = ()  # none may appear in the error line (a wrong diagnosis)
 
 
 TRAIN = tuple(tiny(trainer__max_epochs=1))

@@ -42,3 +42,21 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best_val_miou(tmp_path):
     assert results["name"] == "optuna"
     assert results["best_value"] == pytest.approx(mious[best])
     assert results["best_params"] == {"optimizer.lr": pytest.approx(lrs[best])}
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_is_counted_as_failed_and_the_sweep_goes_on(tmp_path):
+    """Issue #32: a trial whose loss turns NaN used to end the whole sweep (sys.exit in the trial) with no
+    optimization_results.yaml; it is now reported to Optuna as a failed trial."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
+         "hydra.sweeper.sampler.seed=0", "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=maximize",
+         "optimizer.lr=choice(1e30,1e-3)",  # seed 0 samples 1e-3, then 1e30 (optuna 2.10's RandomSampler)
+         *tiny(trainer__max_epochs=1), f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "failed: loss is nan at step" in r.stderr and "Traceback" not in r.stderr
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_params"] == {"optimizer.lr": pytest.approx(1e-3)}
