@@ -16,12 +16,13 @@ import torch
 from omegaconf import DictConfig
 
 from segdeconv.config import split_dataset
+from segdeconv.data.base import dataset_inputs
 from segdeconv.data.labelled import UNDEFINED, require_labelled, split_name
 from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
-from segdeconv.engine.outputs import check_output_file, dataset_inputs
+from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.writer import write_json
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision

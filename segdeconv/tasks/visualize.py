@@ -17,7 +17,9 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from segdeconv.config import split_dataset
+from segdeconv.data.base import dataset_inputs
 from segdeconv.engine.outputs import check_output_file
+from segdeconv.engine.writer import image_format
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
@@ -77,9 +79,12 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     """Run the tool as ``cfg`` describes; returns the run's facts (timings, counts, files)."""
     out = Path(cfg.output_dir)
     if cfg.get("figure_out"):  # refused before the search, never after it: a checkpoint is never overwritten
+        image_format(cfg.figure_out, "figure_out")  # a name PIL can write (a suffix), before any work
         check_output_file(cfg.figure_out, [cfg.ckpt_path], "figure_out")
     out.mkdir(parents=True, exist_ok=True)
     projector, dataset = _prepare(cfg)
+    if cfg.get("figure_out"):  # nor an image of the dataset it searches
+        check_output_file(cfg.figure_out, [cfg.ckpt_path, *dataset_inputs(dataset)], "figure_out")
     layers = default_layers(list(projector.layers)) if cfg.layers is None else (
         [cfg.layers] if isinstance(cfg.layers, str) else list(cfg.layers))  # layers=conv3_3: one layer
     channels = list(cfg.channels)
