@@ -192,12 +192,18 @@ def check_pairs(images: list[Path], masks: list[Path], skip_missing: bool, fix: 
     return list(images), list(masks)
 
 
-def dataset_inputs(dataset: Any) -> list[Path]:
-    """The folders ``dataset`` reads (its root, and the folders of its images and masks; wrappers such as
-    ``Subset`` unwrapped): the writers' rule (:func:`segdeconv.engine.outputs.check_output_file`) puts no
-    output file inside them."""
+def unwrapped(dataset: Any) -> Any:
+    """The dataset inside wrappers (``Subset``, ``Head``, ``SeededItems``: each holds it as ``.dataset``)."""
     while hasattr(dataset, "dataset"):
         dataset = dataset.dataset
+    return dataset
+
+
+def dataset_inputs(dataset: Any) -> list[Path]:
+    """The folders ``dataset`` reads (its root, and the folders of its images and masks; wrappers
+    unwrapped): the writers' rule (:func:`segdeconv.engine.outputs.check_output_file`) puts no output file
+    inside them."""
+    dataset = unwrapped(dataset)
     found = {Path(str(getattr(dataset, "root"))).expanduser()} if getattr(dataset, "root", None) else set()
     for attr in ("image_paths", "mask_paths"):
         found.update(Path(p).parent for p in getattr(dataset, attr, None) or [])

@@ -57,7 +57,8 @@ class LabelWatch:
 
 def split_name(dataset: Any, key: str) -> str:
     """``dataset.val (split 'val' of /data/CamVid)`` — how messages name a split (wrappers unwrapped)."""
-    while hasattr(dataset, "dataset"):
-        dataset = dataset.dataset
+    from segdeconv.data.base import unwrapped
+
+    dataset = unwrapped(dataset)
     split, root = getattr(dataset, "split", None), getattr(dataset, "root", None)
     return f"{key} (split {split!r}{f' of {root}' if root else ''})" if split is not None else key
