@@ -16,7 +16,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Union
 
 import torch
 from torch import nn

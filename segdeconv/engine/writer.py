@@ -34,7 +34,8 @@ class _Sink(io.RawIOBase):
 
     def __init__(self, fd: int) -> None:
         super().__init__()
-        self.fd, self.error = fd, None
+        self.fd = fd
+        self.error: Optional[OSError] = None
 
     def writable(self) -> bool:
         return True
