@@ -22,38 +22,62 @@ from segdeconv.errors import UserError
 
 _PACKAGE = Path(__file__).resolve().parent
 
+log = logging.getLogger("segdeconv")
+
 
 def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
     """``check_config(cfg)`` then ``fn(cfg)``; a :class:`UserError` or bad config value becomes
-    ``error: …`` + exit 2.
+    ``error: …`` + exit 2 (:func:`_fail`), or in a multirun the job's failure, reported to the sweeper
+    (:mod:`segdeconv.sweep`).
 
     ``HYDRA_FULL_ERROR=1`` re-raises with the full traceback for debugging.
     """
     from segdeconv.config import check_config
 
+    from segdeconv import sweep
+
     logging.getLogger("segdeconv").setLevel(logging.INFO)
     try:
         check_config(cfg)
-        return fn(cfg)
+        result = fn(cfg)
     except (UserError, OmegaConfBaseException, OSError, MemoryError) as e:
         if _full_error():
             raise
-        _fail(task_error_line(e))
+        _task_failed(task_error_line(e))
     except RuntimeError as e:  # torch.OutOfMemoryError; any other RuntimeError is a bug: traceback
         if _full_error() or type(e).__name__ != "OutOfMemoryError":
             raise
-        _fail(task_error_line(e))
+        _task_failed(task_error_line(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    if sweep.in_multirun():
+        sweep.job_done()
+    return result
 
 
 def _full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+def _task_failed(line: str) -> NoReturn:
+    """A task ended in a user error: in a multirun the job fails (the sweep goes on), else :func:`_fail`."""
+    from segdeconv import sweep
+
+    if sweep.in_multirun():
+        sweep.job_failed(line)
+    _fail(line)
+
+
 def _fail(line: str) -> NoReturn:
-    print(f"error: {line}", file=sys.stderr)
+    """Print ``error: <line>`` on a line of its own (after any progress bar), remove what this refused run
+    created in its run dir (:func:`~segdeconv.engine.rundir.discard_refused_run`), exit 2."""
+    from segdeconv.engine.logger import end_progress
+    from segdeconv.engine.rundir import discard_refused_run
+
+    end_progress()
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    discard_refused_run()
     sys.exit(2)
 
 
@@ -165,7 +189,9 @@ def install_hydra_error_hook() -> None:
             try:
                 return func()
             except Exception as e:
-                line = None if _full_error() else hydra_error_line(e)
+                from segdeconv.sweep import sweep_error_line
+
+                line = None if _full_error() else (sweep_error_line(e) or hydra_error_line(e))
                 if line is None:
                     raise
                 _fail(line)
@@ -208,6 +234,17 @@ class RunDirGuard(Callback):
                 traceback.print_exc()
             _fail(task_error_line(e))
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """The sweeper's settings, checked before any job runs (:func:`segdeconv.sweep.check_sweeper`)."""
+        from segdeconv.sweep import check_sweeper
+
+        try:
+            check_sweeper(config)
+        except Exception as e:  # Hydra would turn it into a warning and start the sweep
+            if _full_error():
+                raise
+            _fail(task_error_line(e))
+
 
 def _guard_run_dir(config: Any) -> None:
     """:class:`RunDirGuard`'s checks (``config.hydra`` is writable here)."""
@@ -215,11 +252,10 @@ def _guard_run_dir(config: Any) -> None:
 
     from segdeconv.engine.distributed import env_info
     from segdeconv.engine.outputs import run_dir_owner, writable_location
-    from segdeconv.engine.rundir import in_use_error, lock_holder
+    from segdeconv.engine.rundir import in_use_error, lock_holder, note_run_dir
 
-    task, info = str(config.get("task") or ""), env_info()
-    # train.py's config; experiments relabel ``task`` (camvid_segnet_cpu, …) but stay training runs
-    training = OmegaConf.select(config, "hydra.job.config_name", default=None) == "train"
+    task, info = _command_of(config), env_info()
+    training, label = task == "train", str(config.get("run_name") or task)
     explicit = any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
     run_dir = writable_location(Path(str(config.hydra.run.dir)), "hydra.run.dir")
     if not explicit and not info.enabled:
@@ -228,6 +264,7 @@ def _guard_run_dir(config: Any) -> None:
     if not info.is_main:
         config.hydra.output_subdir = None  # one record per run: rank 0's
         return
+    note_run_dir(run_dir, created=not explicit and not info.enabled)  # what a refused run must not leave behind
     raw = OmegaConf.to_container(config, resolve=False).get("output_dir")
     dirs = {"hydra.run.dir": run_dir}
     if isinstance(raw, str) and "${hydra:" not in raw:
@@ -235,7 +272,7 @@ def _guard_run_dir(config: Any) -> None:
     resume = training and bool(OmegaConf.select(config, "trainer.resume", default=None))
     for key, d in dirs.items():
         owner = run_dir_owner(d)  # (task label, what); "train" also for a checkpoints-only folder
-        same_kind = owner is not None and training and owner[0] in (task, "train")
+        same_kind = owner is not None and training and owner[0] in (label, "train")
         if owner and not (resume and same_kind):
             more = ", or continue that run with trainer.resume=auto" if same_kind else ""
             raise UserError(f"{key}={d} already holds {owner[1]}; this {task} run would write over its files: "
@@ -245,6 +282,20 @@ def _guard_run_dir(config: Any) -> None:
             raise in_use_error(d, holder)
     if training:
         config.hydra.output_subdir = None  # recorded by the train task once it owns the run dir
+
+
+def _command_of(config: Any) -> str:
+    """``task``: the command whose config this is. ``task=<label>`` as a run label (before ``run_name``)
+    still works for this release: its label becomes ``run_name``, with a deprecation line."""
+    from omegaconf import OmegaConf, open_dict
+
+    task, command = str(config.get("task") or ""), OmegaConf.select(config, "hydra.job.config_name", default=None)
+    if command and task != command:
+        log.warning("task=%s as a run label is deprecated (it will be refused in the next release): use "
+                    "run_name=%s; task names the command (%s)", task, task, command)
+        with open_dict(config):
+            config.run_name, config.task = task, command
+    return str(command or task)
 
 
 def _fresh_dir(run_dir: Path) -> Path:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from segdeconv.knobs import FREE, REFUSE, WARN, Knob, choice, flag, free_form, integer, positive, real, text, yaml_value
+from segdeconv.knobs import (FREE, REFUSE, WARN, Knob, choice, flag, free_form, integer, path, positive, real, text,
+                             yaml_value)
 
 # What a resume may change by section (a knob's own ``resume`` wins; the longest prefix applies). REFUSE:
 # the checkpoint's state would silently override the new value, or what follows would not continue the
@@ -29,7 +30,7 @@ from segdeconv.knobs import FREE, REFUSE, WARN, Knob, choice, flag, free_form, i
 # logged, not what it computes. Keys present on one side only (a newer version added them) are not compared.
 SECTIONS: dict[str, str] = {
     "": WARN, "model": REFUSE, "optimizer": REFUSE, "scheduler": REFUSE,  # restored from their state dicts
-    "dataset": REFUSE, "loss": WARN, "trainer": FREE, "output_dir": FREE, "task": FREE,
+    "dataset": REFUSE, "loss": WARN, "trainer": FREE, "output_dir": FREE, "task": FREE, "run_name": FREE,
 }
 _I, _R = integer, real
 # Every knob of every task, by config key.
@@ -49,7 +50,7 @@ KNOBS: dict[str, Knob] = {
     "trainer.ema_decay": _R(0, 1, gt=True, lt=True, null=True, default=None, resume=REFUSE,
                             doc="e.g. 0.999: validate, checkpoint (ema_model) and ship an EMA of the weights (BN stats too)"),
     "trainer.deterministic": flag(default=False, doc="torch.use_deterministic_algorithms + fixed per-item augmentation seeds"),
-    "trainer.resume": text(null=True, default=None, what="null, auto or a checkpoint path",
+    "trainer.resume": path(null=True, default=None, what="null, auto or a checkpoint path",
                            doc="a checkpoint path, or auto: the newest loadable last.pt/step_*.pt in the run dir"),
     "trainer.val_every_epochs": _I(1, default=1, resume=WARN, doc="validate every N epochs (and at the end)"),
     "trainer.log_every_steps": _I(1, default=10, doc="scalars to the trackers every N optimizer steps"),
@@ -66,12 +67,13 @@ KNOBS: dict[str, Knob] = {
     "trainer.limit_train_images": _I(1, null=True, default=None, resume=REFUSE,
                                      doc="use only the first N training images (smoke tests, debugging)"),
     "trainer.limit_val_images": _I(1, null=True, default=None, resume=WARN, doc="validate on the first N images only"),
+    "run_name": text(doc="the run's label: outputs/<run_name>/<date>_<time>/ (default: the command; experiments name theirs)"),
     "train:paper": free_form("null or {source, reports, init}", resume=FREE,
                              doc="set by the paper recipes: the release followed, the paper's number and its start"),
     # ---------------------------------------------------------------- dataset (conf/dataset/: presets)
-    "dataset.root": text(null=True, resume=WARN, doc="where the dataset is on this machine"),
-    "dataset.train.root": text(null=True, resume=WARN, doc="the training split's root (default: dataset.root)"),
-    "dataset.val.root": text(null=True, resume=WARN, doc="the validation split's root (default: dataset.root)"),
+    "dataset.root": path(null=True, resume=WARN, doc="where the dataset is on this machine"),
+    "dataset.train.root": path(null=True, resume=WARN, doc="the training split's root (default: dataset.root)"),
+    "dataset.val.root": path(null=True, resume=WARN, doc="the validation split's root (default: dataset.root)"),
     "dataset.batch_size": _I(1, doc="training images per micro-batch"),
     "dataset.val_batch_size": _I(1, null=True, resume=FREE, doc="validation batch size; null = dataset.batch_size"),
     "dataset.num_workers": _I(0, resume=FREE, doc="DataLoader worker processes"),
@@ -90,8 +92,9 @@ KNOBS: dict[str, Knob] = {
     "dataset.train.transform.scale": free_form("a number ≥ 0 (×(1 ± it)) or [lo, hi]", doc="random rescaling range"),
     "dataset.train.transform.hflip": flag(doc="random horizontal mirroring (the paper recipes of SegNet: none)"),
     "dataset.train.transform.color_jitter": _R(0, doc="brightness/contrast/saturation jitter strength; 0 = none"),
-    "dataset.train.transform.resize": _I(1, null=True, doc="shorter side before cropping; null = as stored"),
-    "dataset.train.transform.resize_interpolation": text(doc="image interpolation of the resize (labels: nearest)"),
+    "dataset.train.transform.resize": free_form("true/false (to dataset.image_size or as stored) or, for VOC, the size",
+                                                doc="resize the training images before augmenting"),
+    "dataset.train.transform.resize_interpolation": _I(0, doc="cv2 interpolation of the image resize (3: INTER_AREA); labels: nearest"),
     "dataset.val.transform.min_size": _I(1, null=True, doc="pad validation images to at least this size (ignore label)"),
     "dataset.val.transform.divisor": _I(1, doc="pad validation images to a multiple of this"),
     "dataset.train.min_area": _I(0, doc="VOC object crops: smallest object area (px) cropped around"),
@@ -142,8 +145,10 @@ KNOBS: dict[str, Knob] = {
     "model.checkpoint_fc": flag(resume=FREE, doc="DeconvNet: recompute fc6/fc7/fc6-deconv in backward"),
     "model.lean": flag(resume=FREE, doc="backward keeps conv outputs only, rebuilds ReLU/pool/unpool maps (bit-identical)"),
     "model.encoder.compact_switches": flag(resume=FREE, doc="1-byte pooling switches instead of int64 (bit-identical)"),
-    "model.encoder.weights": text(null=True, resume=FREE,
+    "model.encoder.weights": path(null=True, resume=FREE,
                                   doc="imagenet | imagenet_bn (torch hub cache) | a torchvision VGG state dict; null = from scratch"),
+    "model.init_from": path(null=True, resume=FREE,
+                            doc="a checkpoint whose weights start this run (DeconvNet stage 2: stage 1's)"),
     "model.init": choice("torchvision", "paper", resume=FREE, doc="weight init: torchvision (Kaiming) | paper (the prototxt fillers)"),
     # ---------------------------------------------------------------- evaluate / predict / export / visualize / recompute_bn
     "evaluate:batch_size": _I(1, null=True, doc="null: the checkpoint's validation batch size"),
@@ -152,6 +157,10 @@ KNOBS: dict[str, Knob] = {
     "report.figures": flag(doc="confusion_matrix.png + worst_iou.png in the run dir"),
     "report.tensorboard": flag(doc="metrics, table, figures and worst images also in <run dir>/tb"),
     "report.bf_score": flag(doc="boundary F1 (SegNet TPAMI §4; θ = 0.75 % of the image diagonal)"),
+    "ckpt_path": path(doc="evaluate/predict/export/visualize/recompute_bn: the checkpoint read"),
+    "predict:input": path(doc="predict: an image file or a folder of images"),
+    "predict:output": path(doc="predict: the folder the predictions are written to"),
+    "recompute_bn:output": path(doc="recompute_bn: the new checkpoint (a file that does not exist yet)"),
     "predict:batch_size": _I(1, doc="images per forward pass"),
     "alpha": _R(0, 1, doc="predict: overlay opacity"),
     "recursive": flag(doc="predict: also images in sub-folders"),
@@ -160,7 +169,7 @@ KNOBS: dict[str, Knob] = {
     "calibration_images": _I(1, doc="int8: calibration images"),
     "precision": choice("auto", "fp32", "bf16", "fp16", null=True, doc="null: the checkpoint's trainer.precision"),
     "quantize": choice("int8", null=True, doc="int8: PT2E static int8 on the CPU (pip install \"segdeconv[int8]\")"),
-    "calibration": text(null=True, doc="predict: int8 calibration images folder; null = the first inputs"),
+    "calibration": path(null=True, doc="predict: int8 calibration images folder; null = the first inputs"),
     "mc_samples": free_form("null or an integer ≥ 1", doc="Monte-Carlo dropout passes (Bayesian SegNet); null = one pass"),
     "mc_seed": _I(0, doc="Monte-Carlo dropout masks from manual_seed(mc_seed) per image"),
     "save": free_form("null or a subset of [index, color, overlay, uncertainty]", doc="predict: what to write"),
@@ -179,8 +188,8 @@ KNOBS: dict[str, Knob] = {
     "tolerance": positive(doc="export: max |Δlogit| accepted, × max(1, max|logit|)"),
     "verify": flag(doc="export: compare with PyTorch on random inputs"),
     "export:input_size": _I(1, each=True, length=2, null=True, doc="export: [H, W] of the example input"),
-    "export:output": text(null=True, doc="export: the file written; null = next to the checkpoint"),
-    "verify_image": text(null=True, doc="export: a real image for the parity check"),
+    "export:output": path(null=True, doc="export: the file written; null = next to the checkpoint"),
+    "verify_image": path(null=True, doc="export: a real image for the parity check"),
     "topk": _I(1, doc="visualize: top activations per channel"),
     "tile_px": _I(1, doc="visualize: receptive-field tile size"),
     "blocks_per_row": _I(1, doc="visualize: channel blocks per figure row"),
@@ -188,8 +197,8 @@ KNOBS: dict[str, Knob] = {
     "check_data:splits": free_form("null or a list of split names", doc="check_data: the splits to check; null = train and val"),
     "limit": _I(1, null=True, doc="only the first N images of the split"),
     "layers": free_form("null or [convI_J or poolN, …]", doc="visualize: layers; null = the last conv of the 2 deepest stages"),
-    "data_root": text(null=True, doc="visualize: replace the dataset root"),
-    "figure_out": text(null=True, doc="visualize: also write figure.png here"),
+    "data_root": path(null=True, doc="visualize: replace the dataset root"),
+    "figure_out": path(null=True, doc="visualize: also write figure.png here"),
     "visualize:num_workers": _I(0, doc="DataLoader worker processes"),
     "recompute_bn:batch_size": _I(1, null=True, doc="null: the training's dataset.batch_size"),
     "recompute_bn:num_workers": _I(0, null=True, doc="null: the checkpoint's dataset.num_workers"),

@@ -24,7 +24,7 @@ def test_help_lists_every_subcommand_on_one_line_each():
     r = segdeconv("--help")
     assert r.returncode == 0, r.stderr
     listed = [line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ")]
-    assert listed == ["train", "evaluate", "predict", "export", "visualize", "check"] == list(COMMANDS)
+    assert listed == ["train", "evaluate", "predict", "export", "visualize", "recompute_bn", "check"] == list(COMMANDS)
     assert f"config tree: {CONF}" in r.stdout
 
 
@@ -39,7 +39,7 @@ def test_unknown_subcommand_is_one_line_naming_the_commands_exit_2():
     r = segdeconv("trian")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines() == ["error: unknown command 'trian'; did you mean train? choose one of: train, "
-                                     "evaluate, predict, export, visualize, check (segdeconv --help)"]
+                                     "evaluate, predict, export, visualize, recompute_bn, check (segdeconv --help)"]
 
 
 def test_no_subcommand_prints_the_usage_to_stderr_exit_2():

@@ -3,10 +3,12 @@
 import os
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF, compose_cfg
+from segdeconv.config import model_from_config
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
@@ -40,8 +42,8 @@ def test_model_instantiates_and_follows_dataset_classes(model):
     if model == "deconvnet":  # keep it small: the 251.8M-param count is tested in test_models
         cfg.model.fc_channels = 64
         cfg.model.encoder.width = 0.125
-    m = instantiate(cfg.model)
-    assert m.num_classes == cfg.dataset.num_classes
+    m = model_from_config(cfg.model)
+    assert isinstance(m, torch.nn.Module) and m.num_classes == cfg.dataset.num_classes
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))

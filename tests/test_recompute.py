@@ -105,9 +105,9 @@ def test_no_recomputation_without_autograd(monkeypatch):
 
 def test_config_flag_builds_a_checkpointed_model(tmp_path):
     from conftest import compose_cfg
-    from hydra.utils import instantiate
+    from segdeconv.config import model_from_config
 
     for model in ("segnet", "segnet_basic", "deconvnet"):
         cfg = compose_cfg([f"model={model}", "model.checkpoint=true", "model.num_classes=3"])
-        m = instantiate(cfg.model)
+        m = model_from_config(cfg.model)
         assert m.encoder.checkpoint and m.decoder.checkpoint, model

@@ -233,8 +233,8 @@ def test_resume_with_another_architecture_names_both(tmp_path: Path, one_thread)
     with pytest.raises(CheckpointError) as info:
         wider.fit()
     msg = str(info.value)
-    assert "a.pt was trained with model SegNet (5 classes, vgg11 encoder, width 0.125)" in msg
-    assert "this run builds SegNet (5 classes, vgg11 encoder, width 0.25)" in msg and "\n" not in msg
+    assert "a.pt was trained with model segnet (5 classes, vgg11 encoder, width 0.125)" in msg
+    assert "this run builds segnet (5 classes, vgg11 encoder, width 0.25)" in msg and "\n" not in msg
     assert tree_digest(tmp_path) == before
 
 

@@ -80,8 +80,8 @@ def kill_and_resume(tmp: Path, workers: int) -> dict:
 
 
 def sigterm_and_resume(tmp: Path) -> dict:
-    # relabelled as an experiment does (task: camvid_segnet_cpu): still a training run that may resume
-    args, run = train_args(2) + ["task=sigterm_case"], tmp / "sigterm"
+    # labelled as an experiment does (run_name: camvid_segnet_cpu): still a training run that may resume
+    args, run = train_args(2) + ["run_name=sigterm_case"], tmp / "sigterm"
     proc, _ = interrupt(run, args, signal.SIGTERM, f"step_{EVERY:07d}.pt")
     stopped = finish(proc)
     point = load_checkpoint(run / "checkpoints" / "last.pt")

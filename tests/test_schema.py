@@ -77,6 +77,11 @@ def test_every_composed_value_has_a_schema_entry_and_every_entry_a_yaml_value(co
     assert not set(KNOBS) - seen, f"declared but in no YAML: {sorted(set(KNOBS) - seen)}"
 
 
+def test_every_composition_passes_the_config_check():
+    for task, overrides in _compositions():
+        check_config(compose_cfg(overrides, task))  # a declared range that a shipped preset breaks fails here
+
+
 def test_every_default_passes_its_own_check_and_has_a_doc():
     for key, knob in KNOBS.items():
         assert knob.doc, key

@@ -45,13 +45,13 @@ def test_overlay_on_the_checkpoint_dataset(tiny_ckpt, tmp_path):
     assert table["image"][0][3:] == [-1, -1]  # 5 slots, 3 images
 
 
-def test_load_trained_needs_a_model_config(tiny_ckpt, tmp_path):
+def test_load_trained_needs_an_architecture(tiny_ckpt, tmp_path):
     import torch
 
     state = torch.load(tiny_ckpt, weights_only=True)
     assert not load_trained(tiny_ckpt).model.training
     bare = save_checkpoint({"model": state["model"], "config": {}}, tmp_path / "x.pt")
-    with pytest.raises(CheckpointError, match="no model config"):
+    with pytest.raises(CheckpointError, match="names no architecture; it was not written by segdeconv's trainer"):
         load_trained(bare)
 
 

@@ -15,7 +15,8 @@ from cli_helpers import run_cli, tree_digest
 from hostile_cases import _pair
 from segdeconv.engine.checkpoint import strip_checkpoint
 from segdeconv.engine.outputs import check_output_file, is_checkpoint, run_dir_owner
-from segdeconv.engine.resume import FREE, REFUSE, WARN, check_resume_config, resume_policy
+from segdeconv.engine.resume import check_resume_config
+from segdeconv.schema import FREE, REFUSE, WARN, resume_policy
 from segdeconv.errors import CheckpointError, UserError
 
 

@@ -1,24 +1,25 @@
 """Where a task may write: the one rule every writer (train, evaluate, predict, export) follows.
 
-An output may not be one of the task's inputs, an existing checkpoint, or another run's directory,
-and its location must be writable; all of this is checked *before* anything is written. Files are
-written through :func:`atomic_file` (temp file in the same folder + ``os.replace``), so a failed or
-killed write leaves the previous file as it was. A write that fails (full disk, read-only place) is
-one :class:`UserError` naming the file and the free space (:func:`write_error`).
+An output may not be one of the task's inputs (a checkpoint it reads, or a file inside a dataset root or
+image folder it reads), an existing checkpoint, something other than a regular file (a device, a FIFO),
+or another run's directory, and its location must be writable; all of this is checked *before* any work.
+Files are written by the one writer, :func:`segdeconv.engine.writer.write_file` (Python I/O into a temp
+file in the same folder, fsync, ``os.replace``), so a failed or killed write leaves the previous file as
+it was, and a write that fails (full disk, read-only place) is one :class:`UserError` naming the file
+and the free space (:func:`write_error`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
+from segdeconv import filekind
 from segdeconv.errors import UserError
 
 PathLike = Union[str, Path]
-LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"  # torch.save before the zip format
 RECORD = ".hydra"  # Hydra's record of the run that owns a directory (config, overrides)
 
 
@@ -26,28 +27,27 @@ def is_checkpoint(path: PathLike) -> bool:
     """True for a ``torch.save`` file (zip with ``data.pkl`` and no TorchScript ``code/``, or the legacy
     pickle format): a checkpoint, never to be written over by an export or a prediction."""
     p = Path(path)
-    if not p.is_file():
-        return False
     try:
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-        return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
-    except (zipfile.BadZipFile, OSError):
-        try:
-            with open(p, "rb") as f:
-                return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
-        except OSError:
+        if not p.is_file():
             return False
+        kind = filekind.file_kind(p)
+        return kind == filekind.TORCH or (kind == filekind.LEGACY and filekind.head(p).startswith(
+            filekind.LEGACY_TORCH_MAGIC))
+    except OSError:
+        return False
 
 
 def run_dir_owner(path: PathLike) -> Optional[tuple[str, str]]:
-    """``(task, what)`` when ``path`` is another run's directory: its ``.hydra`` record names the task, or
+    """``(run label, what)`` when ``path`` is another run's directory: its ``.hydra`` record names the run, or
     it holds checkpoints (a training run made without Hydra); None for a fresh or unrelated folder."""
     p = Path(path)
     config = p / RECORD / "config.yaml"
     if config.is_file():
-        task = next((ln.split(":", 1)[1].strip() for ln in config.read_text(errors="replace").splitlines()
-                     if ln.startswith("task:")), "") or "Hydra"
+        lines = config.read_text(errors="replace").splitlines()
+        named = {k: ln.split(":", 1)[1].split("#")[0].strip() for k in ("run_name", "task") for ln in lines
+                 if ln.startswith(f"{k}:")}
+        run_name = named.get("run_name", "")
+        task = (run_name if not run_name.startswith("${") else "") or named.get("task") or "Hydra"  # (unresolved)
         return task, f"the {RECORD}/ record of {'an' if task[0] in 'aeiou' else 'a'} {task} run"
     if any((p / "checkpoints").glob("*.pt")):
         return "train", "the checkpoints of a training run"
@@ -69,16 +69,23 @@ def writable_location(path: PathLike, key: str) -> Path:
 
 
 def check_output_file(dst: PathLike, inputs: Iterable[Optional[PathLike]], key: str = "output") -> Path:
-    """An output file must not be a folder, one of ``inputs``, or an existing checkpoint, and its folder
-    must be writable. Returns ``dst`` as a Path."""
+    """An output file must not be a folder, a device/FIFO/socket, one of ``inputs`` or inside one of
+    them that is a folder (a dataset root, an image folder: :func:`segdeconv.data.base.dataset_inputs`), or
+    an existing checkpoint, and its folder must be writable. Returns ``dst`` as a Path."""
+    from segdeconv.engine.writer import refuse_special
+
     p = Path(dst).expanduser()
     if p.is_dir():
         raise UserError(f"{key}={dst} is a folder; pass a file name, e.g. {key}={p / 'model'}…")
+    refuse_special(p, key)
     for src in (Path(s).expanduser() for s in inputs if s):
         same = os.path.samefile(src, p) if src.exists() and p.exists() else p.resolve() == src.resolve()
         if same:
             raise UserError(f"{key}={dst} is this task's input {src}; write to another file (inputs are never "
                             f"overwritten), or drop {key}= to write beside it")
+        if src.is_dir() and src.resolve() in p.resolve().parents:
+            raise UserError(f"{key}={dst} is inside {src}, a folder this task reads its data from; write it "
+                            f"outside the dataset (inputs are never overwritten or added to)")
     if is_checkpoint(p):
         raise UserError(f"{key}={dst} is an existing checkpoint; write to another file (checkpoints are never "
                         f"overwritten)")
@@ -116,15 +123,11 @@ def free_space(path: PathLike) -> str:
         return "free space unknown"
 
 
-def write_error(path: PathLike, e: BaseException, what: str = "file", fix: str = "") -> Optional[UserError]:
-    """A failed write as one line (None when ``e`` is not a write failure). ``torch.save``/``torch.jit.save``
-    raise RuntimeError (``PytorchStreamWriter failed writing file``, ``open file failed``), not OSError,
-    on a full disk or a read-only place."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, OSError):
-        text = e.strerror or text
-    elif not (isinstance(e, RuntimeError) and any(w in text for w in ("write", "open file", "PytorchStreamWriter"))):
-        return None
+def write_error(path: PathLike, e: OSError, what: str = "file", fix: str = "") -> UserError:
+    """A failed write (an ``OSError``: full disk, read-only place) as one line naming the file and the free
+    space. The one writer (:mod:`segdeconv.engine.writer`) writes with Python I/O, so every such failure
+    is an ``OSError``, whatever library serialised the bytes."""
+    text = e.strerror or str(e).strip() or type(e).__name__
     where = Path(path).parent
     return UserError(f"cannot write {what} {path}: {text[:200]} ({free_space(where)} in {where}); free disk space "
                      f"or choose a writable location{fix}")
@@ -132,8 +135,9 @@ def write_error(path: PathLike, e: BaseException, what: str = "file", fix: str =
 
 @contextlib.contextmanager
 def atomic_file(dst: PathLike, what: str = "file", fix: str = "") -> Iterator[Path]:
-    """Yield a temp path beside ``dst`` (same suffix) to write to; on success it replaces ``dst`` in one
-    ``os.replace``, on failure it is removed and the error is :func:`write_error`'s line."""
+    """Yield a temp path beside ``dst`` (same suffix) for a writer using Python I/O (``Path.write_text``); on
+    success it replaces ``dst`` in one ``os.replace``, on failure it is removed and an OSError is
+    :func:`write_error`'s line. Anything else uses :func:`segdeconv.engine.writer.write_file`."""
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp{dst.suffix}")
     try:
@@ -141,7 +145,6 @@ def atomic_file(dst: PathLike, what: str = "file", fix: str = "") -> Iterator[Pa
         os.replace(tmp, dst)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        err = write_error(dst, e, what, fix)
-        if err is None:
+        if not isinstance(e, OSError):
             raise
-        raise err from None
+        raise write_error(dst, e, what, fix) from None

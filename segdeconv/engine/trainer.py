@@ -13,7 +13,6 @@ it was killed in (:meth:`Trainer._loop`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -32,13 +31,14 @@ from segdeconv.engine.checkpoint import (finite_state, prune_step_checkpoints, s
 from segdeconv.engine.distributed import cleanup
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.logger import progress
-from segdeconv.engine.outputs import atomic_file
+from segdeconv.engine.writer import write_json
 from segdeconv.engine.parallel import training_model
 from segdeconv.engine.resume import resume_run
 from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import capture_rng
 from segdeconv.engine.trackers import Loggers, open_loggers
 from segdeconv.engine.ema import WeightEMA
+from segdeconv.data.labelled import UNDEFINED, LabelWatch, no_labelled_pixel, require_labelled, split_name
 from segdeconv.engine.runtime import Runtime
 from segdeconv.engine.step import LoopState, StepConfig, StopRequest, Throughput, train_batches
 from segdeconv.errors import ConfigError
@@ -103,7 +103,7 @@ class Trainer:
         self.model, self.train_model = training_model(model, self.device, self.dist, runtime.channels_last,
                                                       settings.sync_bn, settings.compile)
         self.ema = WeightEMA(unwrap(self.model), settings.ema_decay) if settings.ema_decay else None
-        self.tb: Optional[Loggers] = None
+        self.trackers: Optional[Loggers] = None
 
     def _loaders(self) -> None:
         s, info = self.settings, self.dist
@@ -134,7 +134,7 @@ class Trainer:
                 if on_start is not None:
                     on_start()
                 self.out.mkdir(parents=True, exist_ok=True)
-                self.tb = open_loggers(self.config, self.out, self.palette,  # logger=[tensorboard, mlflow, wandb]
+                self.trackers = open_loggers(self.config, self.out, self.palette,  # logger=[tensorboard, mlflow, wandb]
                                        purge_step=self.state.step + 1 if self.state.step else None)
                 log.info(self.rt.describe())
             try:
@@ -145,8 +145,8 @@ class Trainer:
                                 self.stop.name or "request", self.state.epoch + 1, self.state.step,
                                 self.out / "checkpoints" / "last.pt", self.settings.resume_command)
             finally:
-                if self.tb is not None:
-                    self.tb.close()
+                if self.trackers is not None:
+                    self.trackers.close()
                 cleanup()
         return self.history[-1] if self.history else {}
 
@@ -189,7 +189,7 @@ class Trainer:
         step_cfg = StepConfig(self.device, self.rt.amp_dtype, s.accumulate_grad_batches, self.rt.channels_last, s.grad_clip,
                               s.skip_nonfinite_steps)
         bar = progress(self.train_loader, self.dist.is_main and s.progress, f"epoch {st.epoch + 1}")
-        speed = Throughput()
+        speed, whole, watch = Throughput(), st.batch_in_epoch == 0, LabelWatch(s.ignore_index)
 
         def on_step(loss: float, images: int) -> bool:
             ips = speed.add(images * self.dist.world_size)
@@ -198,15 +198,18 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(unwrap(self.model))
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
-            if self.tb is not None and st.step % s.log_every_steps == 0:
-                self.tb.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, st.step)
+            if self.trackers is not None and st.step % s.log_every_steps == 0:
+                self.trackers.scalars({"train/loss": loss, "train/lr": lr, "train/img_per_s": ips}, st.step)
             self._after_step()
             return not self._done() and not self.stop.stopped
 
         n0, t0 = len(st.losses), time.perf_counter()
-        train_batches(self.train_model, bar, self.criterion, self.optimizer, self.scheduler,
+        train_batches(self.train_model, watch(bar), self.criterion, self.optimizer, self.scheduler,
                       self.scaler, step_cfg, st, on_step, max_batches=self.batches_per_epoch - st.batch_in_epoch)
         bar.close()
+        if whole and st.batch_in_epoch >= self.batches_per_epoch and not watch.seen_anywhere(self.dist.enabled,
+                                                                                               self.device):
+            raise no_labelled_pixel(split_name(self.train_ds, "dataset.train"), s.ignore_index)  # before last.pt
         if self.dist.is_main and len(st.losses) > n0:
             dt = time.perf_counter() - t0
             log.info("epoch %d: %d steps in %.0f s (%.2f img/s), mean loss %.4f", st.epoch + 1, len(st.losses) - n0,
@@ -226,10 +229,11 @@ class Trainer:
                       self.settings.ignore_index, self.rt.channels_last, on_batch=keep)
         cm.all_reduce()
         m = cm.compute(self.class_names)
+        require_labelled(m["num_pixels"], split_name(self.val_ds, "dataset.val"), self.settings.ignore_index)
         m.update(epoch=self.state.epoch, step=self.state.step, seconds=round(time.perf_counter() - t0, 2))
-        if self.tb is not None:
-            self.tb.metrics(m, self.state.step)
-            self.tb.images(grid[:n_images], self.state.step)
+        if self.trackers is not None:
+            self.trackers.metrics(m, self.state.step)
+            self.trackers.images(grid[:n_images], self.state.step)
         if self.dist.is_main:
             st = self.state  # stopped by max_steps mid-epoch: name the epoch that was cut short
             where = f"epoch {st.epoch + 1} (batch {st.batch_in_epoch})" if st.batch_in_epoch else f"epoch {st.epoch}"
@@ -282,8 +286,7 @@ class Trainer:
         if best:
             save_checkpoint(state, ckpt_dir / "best.pt")
         save_checkpoint(state, ckpt_dir / "last.pt")
-        with atomic_file(self.out / "val_metrics.json", "metrics") as tmp:
-            tmp.write_text(json.dumps(self.history, indent=1))
+        write_json(self.out / "val_metrics.json", self.history, "metrics", UNDEFINED)
 
     def _after_step(self) -> None:
         """Step checkpoints every ``checkpoint_every_steps``; on SIGTERM/SIGINT save and stop."""

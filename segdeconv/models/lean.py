@@ -27,10 +27,8 @@ Lean is off under ``no_grad``/inference, ``torch.compile``, tracing/ONNX export,
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch

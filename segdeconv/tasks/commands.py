@@ -1,8 +1,8 @@
-"""The ``segdeconv`` command: ``segdeconv train|evaluate|predict|export|visualize|check [overrides …]``.
+"""The one way in: ``segdeconv train|evaluate|predict|export|visualize|recompute_bn|check [overrides …]``.
 
-Each subcommand is the root script of the same name (``python train.py …``): the same config, the same
-Hydra overrides, flags (``--help``, ``--cfg job``, ``-m``) and run dirs, the same task function behind
-:func:`~segdeconv.cli.run_task`. The config tree is :func:`config_dir`: the repo's ``conf/`` in a source
+The root scripts (``python train.py …``, ``evaluate.py``, …) are two-line aliases of the subcommand of the
+same name (:func:`script`): the same config, Hydra overrides, flags (``--help``, ``--cfg job``, ``-m``),
+run dirs and task function behind :func:`~segdeconv.cli.run_task`. The config tree is :func:`config_dir`: the repo's ``conf/`` in a source
 checkout or editable install, the copy a wheel ships as ``segdeconv/conf`` otherwise (pyproject.toml
 maps ``conf/`` there, so the two never differ).
 """
@@ -55,6 +55,8 @@ COMMANDS: dict[str, Command] = {
                       lambda r: None),
     "visualize": Command("visualize", "visualize:visualize",
                          "Zeiler & Fergus deconvnet projections of encoder channels", lambda r: None),
+    "recompute_bn": Command("recompute_bn", "recompute_bn:recompute_bn",
+                            "recompute a checkpoint's BatchNorm statistics into a new checkpoint", lambda r: None),
     "check": Command("check_data", "check_data:check_data", "check a dataset's files before training on it "
                      "(exit 1 on problems)", _check_exit),
 }
@@ -67,7 +69,7 @@ def usage() -> str:
     return "\n".join([
         "usage: segdeconv <command> [key=value …] [--help] [--cfg job] [-m]",
         "",
-        "commands (each takes the Hydra overrides of the root script of the same name, e.g. python train.py):",
+        "commands (Hydra overrides key=value; in a checkout, python <command>.py … is the same, check_data.py for check):",
         *lines,
         "",
         "segdeconv <command> --help shows the command's config groups and keys.",
@@ -105,8 +107,9 @@ def task_function(command: Command) -> Callable[[Any], Any]:
     return task
 
 
-def run_command(name: str, args: Sequence[str]) -> Any:
-    """Run subcommand ``name`` with Hydra command-line ``args`` (overrides and flags)."""
+def run_command(name: str, args: Sequence[str], prog: Optional[str] = None) -> Any:
+    """Run subcommand ``name`` with Hydra command-line ``args`` (overrides and flags); ``prog`` is how the
+    user called it (messages quote it), ``segdeconv <name>`` by default."""
     import hydra
 
     command = COMMANDS[name]
@@ -115,9 +118,14 @@ def run_command(name: str, args: Sequence[str]) -> Any:
     except UserError as e:
         _fail(str(e))
     prepare_hydra()
-    sys.argv = [f"segdeconv {name}", *args]  # Hydra parses sys.argv
+    sys.argv = [prog or f"segdeconv {name}", *args]  # Hydra parses sys.argv
     return hydra.main(version_base="1.3", config_path=str(conf), config_name=command.config)(
         task_function(command))()
+
+
+def script(name: str) -> Any:
+    """A root script (``python train.py …``) = ``segdeconv <name> …``; ``check`` is ``check_data.py``."""
+    return run_command(name, sys.argv[1:], prog=Path(sys.argv[0]).name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
