@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))  # runnable from a checkout without installing the package
 
-from segdeconv.data.image import read_image  # noqa: E402
 from segdeconv.data.camvid import CamVid  # noqa: E402
+from segdeconv.data.image import read_image  # noqa: E402
 from segdeconv.data.transforms import segnet_train  # noqa: E402
 
 

@@ -24,10 +24,10 @@ from bench_train import SETTINGS  # noqa: E402
 from common import machine_line  # noqa: E402
 from reference import ref_model  # noqa: E402
 
-from segdeconv.models import DeconvNet, SegNet, VGGEncoder  # noqa: E402
-from segdeconv.models.fuse import fold_batchnorm  # noqa: E402
 from segdeconv.engine.runtime import cpu_has_native_bf16  # noqa: E402
+from segdeconv.models import DeconvNet, SegNet, VGGEncoder  # noqa: E402
 from segdeconv.models.flops import forward_gflops  # noqa: E402
+from segdeconv.models.fuse import fold_batchnorm  # noqa: E402
 
 
 def ours_model(model: str, classes: int) -> torch.nn.Module:
@@ -58,7 +58,7 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
         return None
     import tempfile
 
-    from segdeconv.inference.export import exportable, export_onnx, runner
+    from segdeconv.inference.export import export_onnx, exportable, runner
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     export_onnx(exportable(model), path, x[:1])

@@ -46,7 +46,6 @@ CONFIGS = {  # name -> extra train.py overrides
 def reference_worker(model: str, steps: int) -> None:
     """Child process: train the reference for 1 + steps steps; print img/s and CPU s/img of the timed steps."""
     import torch
-
     from reference import ref_model
 
     s = SETTINGS[model]
@@ -108,8 +107,8 @@ def ours(model: str, extra: list[str], steps: tuple[int, int], env: dict | None)
 def train_gflop_per_image(model: str) -> float:
     """3 × forward GFLOP of one image at the benchmark size (forward + input and weight gradients)."""
     import torch
-
     from reference import ref_model
+
     from segdeconv.models.flops import forward_gflops
 
     s = SETTINGS[model]

@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
-from segdeconv.models import Pool, VGGEncoder
 from segdeconv.engine.runtime import describe_cpu
+from segdeconv.models import Pool, VGGEncoder
 from segdeconv.visualize import Projector, collect_tiles, search_topk
 
 

@@ -85,9 +85,9 @@ def run_capped(cmd: list[str], timeout_s: float, env: dict | None = None, cwd: P
 def cause_line(text: str) -> str:
     """The cause in a failed command's output: an ``error: …`` line (segdeconv's), else the last
     ``…Error: …`` line that is not torchrun's ChildFailedError summary, else the last line."""
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    ours = [l for l in lines if l.startswith("error:")]
-    raised = [l for l in lines if re.match(r"[\w.]*(Error|Exception)\b.*: ", l) and "ChildFailedError" not in l]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("error:")]
+    raised = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception)\b.*: ", ln) and "ChildFailedError" not in ln]
     return (ours or raised or lines or ["(no output)"])[-1][:200]
 
 
@@ -130,7 +130,7 @@ def machine_line() -> str:
 
     cpu = "unknown CPU"
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return (f"{datetime.date.today()} · {cpu} · {os.cpu_count()} cores · {describe_cpu()} · "
@@ -142,7 +142,8 @@ PY = sys.executable
 
 def compose(overrides: list[list[str]]) -> list:
     """train.py's composed and checked config for each override list, or the exception that raised."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from segdeconv.cli import register_resolvers
     from segdeconv.config import check_config

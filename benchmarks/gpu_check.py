@@ -177,7 +177,7 @@ def run_row(row: Row, timeout: float) -> Union[dict, str]:
     if row.run == "ddp":
         m = re.findall(r"\(([\d.]+) img/s\)", text)
         return {"img_s": float(m[-1]), "peak_gib": peak_mib[0] / 1024} if m else "error: no img/s line in its log"
-    last = [l for l in text.splitlines() if l.startswith("{")]
+    last = [ln for ln in text.splitlines() if ln.startswith("{")]
     return json.loads(last[-1]) if last else f"error: no result line: {cause_line(text)}"
 
 

@@ -50,7 +50,7 @@ def rss_mb(pid: int) -> float:
     total = 0
     for p in [pid, *_children(pid)]:
         try:
-            total += next(int(l.split()[1]) for l in open(f"/proc/{p}/status") if l.startswith("VmRSS"))
+            total += next(int(ln.split()[1]) for ln in open(f"/proc/{p}/status") if ln.startswith("VmRSS"))
         except (OSError, StopIteration):
             pass
     return total / 1024

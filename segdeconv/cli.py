@@ -32,9 +32,8 @@ def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
 
     ``HYDRA_FULL_ERROR=1`` re-raises with the full traceback for debugging.
     """
-    from segdeconv.config import check_config
-
     from segdeconv import sweep
+    from segdeconv.config import check_config
 
     logging.getLogger("segdeconv").setLevel(logging.INFO)
     try:

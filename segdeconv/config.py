@@ -15,8 +15,8 @@ from torch import nn
 
 from segdeconv.errors import CheckpointError, ConfigError, UserError
 from segdeconv.models import registry
-from segdeconv.schema import KNOBS
 from segdeconv.palette import default_palette
+from segdeconv.schema import KNOBS
 
 log = logging.getLogger("segdeconv")
 

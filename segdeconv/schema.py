@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from segdeconv.knobs import (FREE, REFUSE, WARN, Knob, choice, flag, free_form, integer, path, positive, real, text,
-                             yaml_value)
+from segdeconv.knobs import FREE, REFUSE, WARN, Knob, choice, flag, free_form, integer, path, positive, real, text, yaml_value
 
 # What a resume may change by section (a knob's own ``resume`` wins; the longest prefix applies). REFUSE:
 # the checkpoint's state would silently override the new value, or what follows would not continue the

@@ -157,6 +157,7 @@ def check_data_cli(name: str, root: Path, run_dir: Path) -> Any:
 def smoke_train(experiment: str, root: Path, out: Path, *extra: str) -> dict:
     """Two optimizer steps of ``experiment`` with ``debug=default`` on ``root`` at 1/8 width, fp32."""
     from conftest import compose_cfg
+
     from segdeconv.tasks.train import fit
 
     cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={out}",

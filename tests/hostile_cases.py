@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
-from omegaconf import OmegaConf
-
 from cli_helpers import tiny
 from data_helpers import rand_image, write_png
+from omegaconf import OmegaConf
 
 
 class Case(NamedTuple):

@@ -14,7 +14,6 @@ import stat
 from pathlib import Path
 
 import numpy as np
-
 from conftest import REPO
 from data_helpers import write_png
 from hostile_cases import BEST, CAMVID_TINY, TRAIN, Case

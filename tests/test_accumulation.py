@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from segdeconv.engine.step import LoopState, StepConfig, train_batches
 from segdeconv.losses import CrossEntropy
@@ -100,6 +100,7 @@ def test_leftover_micro_batches_are_never_run():
 
 def test_trainer_refuses_an_epoch_shorter_than_one_accumulated_step(tmp_path):
     from conftest import TINY, compose_cfg
+
     from segdeconv.errors import ConfigError
     from segdeconv.tasks.train import build_trainer
 

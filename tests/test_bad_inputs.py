@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import run_cli, tree_digest
 from conftest import compose_cfg
 from data_helpers import make_camvid, rand_image, write_png
 from hostile_cases import HOSTILE, TRAIN, Case, make_folders, make_run, read_only
 from hostile_cases_32 import HOSTILE_32, make_tree_32
-from segdeconv.engine.checkpoint import save_checkpoint
 from test_reliability import RunsCode
+
+from segdeconv.engine.checkpoint import save_checkpoint
 
 CAMVID = ("dataset=camvid", "dataset.image_size=[64,80]", "dataset.batch_size=2", "trainer.max_epochs=1",
           "trainer.progress=false", "model.encoder.width=0.125", "model.encoder.compact_switches=false")

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from data_helpers import CAMVID, make_camvid, make_folder, needs, write_png
+
 from segdeconv.data import balance
-from segdeconv.data.balance import (SEGNET_TUTORIAL_CAMVID_WEIGHTS, compute_median_frequency,
-                                    median_frequency_weights, resolve_class_weights)
+from segdeconv.data.balance import SEGNET_TUTORIAL_CAMVID_WEIGHTS, compute_median_frequency, median_frequency_weights, resolve_class_weights
 from segdeconv.data.camvid import CLASS_NAMES, CamVid
 from segdeconv.data.folder import SegmentationFolder
 from segdeconv.errors import ConfigError

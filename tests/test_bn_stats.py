@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from cli_helpers import run_cli, tree_digest
 from conftest import compose_cfg
+from torch import nn
+
 from segdeconv.engine.bn_stats import bn_loader, full_batch_order, recompute_bn_statistics, stack_same_size
 from segdeconv.errors import DataError, UserError
 
@@ -147,6 +146,7 @@ def test_recompute_bn_never_overwrites_a_file(tiny_ckpt, tmp_path, target, messa
 @pytest.mark.parametrize("bad", ["batch_size=0", "num_workers=-1", "limit=0"])
 def test_recompute_bn_knobs_are_range_checked(bad, tiny_ckpt, tmp_path):
     from conftest import compose_cfg
+
     from segdeconv.config import check_config
     from segdeconv.errors import ConfigError
 

@@ -8,9 +8,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import cli_env, tiny
 from conftest import CONF, REPO
+
 from segdeconv.tasks.commands import COMMANDS, config_dir
 
 

@@ -4,10 +4,10 @@ import os
 
 import pytest
 import torch
+from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_cfg
 from segdeconv.config import model_from_config
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

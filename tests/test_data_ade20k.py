@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_helpers import check_data_cli, dataset_cfg, make_ade20k, smoke_train, write_png
+from test_data_errors import one_error
+
 from segdeconv.data.ade20k import ADE20K, CLASS_NAMES, PALETTE
 from segdeconv.errors import DataError
-from test_data_errors import one_error
 
 
 def test_pairs_by_stem_in_training_and_validation(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import CAMVID, dataset_cfg, make_camvid, needs, rand_image, write_png
 from PIL import Image
 
-from data_helpers import CAMVID, dataset_cfg, make_camvid, needs, rand_image, write_png
 from segdeconv.data.camvid import CLASS_NAMES, GROUP_11, PALETTE, CamVid
 from segdeconv.errors import ConfigError, DataError
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_helpers import tree_digest
 from data_helpers import check_data_cli, dataset_cfg, make_cityscapes, smoke_train, write_png
-from segdeconv.data.cityscapes import Cityscapes, label_table
-from segdeconv.errors import ConfigError, DataError
 from test_data_errors import one_error
+
+from segdeconv.data.cityscapes import Cityscapes, label_table
+from segdeconv.errors import ConfigError
 
 
 def test_pairs_are_listed_per_city_sorted_with_their_labelids_mask(tmp_path: Path) -> None:

@@ -6,11 +6,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
-
-from data_helpers import CAMVID, make_camvid, make_folder, needs, rand_image, write_png
-from segdeconv.data.camvid import CamVid
 from cli_helpers import run_cli
+from data_helpers import CAMVID, make_camvid, make_folder, needs, rand_image, write_png
 
+from segdeconv.data.camvid import CamVid
 from segdeconv.data.check import check_dataset
 from segdeconv.data.folder import SegmentationFolder
 from segdeconv.data.voc import VOCSegmentation

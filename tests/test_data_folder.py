@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from data_helpers import dataset_cfg, make_folder, write_png
+
 from segdeconv.data.folder import SegmentationFolder
 from segdeconv.errors import ConfigError, DataError
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import compose_cfg
 from data_helpers import check_data_cli, dataset_cfg, make_sunrgbd, smoke_train, write_png
+from test_data_errors import one_error
+
 from segdeconv.data.sunrgbd import CLASS_NAMES, SEGNET_TUTORIAL_SUN_WEIGHTS, SUNRGBD
 from segdeconv.errors import ConfigError, DataError
-from test_data_errors import one_error
 
 
 def test_download_layout_pairs_train_image_k_with_label_k_plus_5050(tmp_path: Path) -> None:

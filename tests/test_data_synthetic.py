@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CONF
 from omegaconf import OmegaConf
 
 from segdeconv.data.synthetic import CLASS_NAMES, SyntheticShapes
 from segdeconv.errors import ConfigError
-from conftest import CONF
 
 C = len(CLASS_NAMES)
 DEFAULT = OmegaConf.load(CONF / "dataset" / "synthetic.yaml")

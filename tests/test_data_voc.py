@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import VOC_SAMPLE, dataset_cfg, needs, rand_image, write_png
 from PIL import Image
 
-from data_helpers import VOC_SAMPLE, dataset_cfg, needs, rand_image, write_png
 from segdeconv.data.voc import CLASS_NAMES, PALETTE, VOCSegmentation
 from segdeconv.errors import DataError
 

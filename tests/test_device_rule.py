@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
+from conftest import CONF, REPO, TINY, compose_cfg
 from PIL import Image
 
-from conftest import CONF, REPO, TINY, compose_cfg
 from segdeconv.engine import distributed, runtime
 from segdeconv.engine.distributed import DIST_TIMEOUT_S, DistInfo, init_distributed
 from segdeconv.engine.runtime import Runtime, resolve_device, resolve_precision, resolve_runtime

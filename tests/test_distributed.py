@@ -6,6 +6,7 @@ import sys
 import time
 
 from conftest import REPO, TINY
+
 from segdeconv.engine.checkpoint import load_checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -46,10 +47,10 @@ def test_a_rank_that_raises_ends_the_job_quickly(tmp_path):
 
 def test_torchrun_evaluate_equals_single_process_exactly(tmp_path):
     """7 val images over 2 ranks (uneven shards, nothing counted twice), fp32, batch 1."""
+    from conftest import compose_cfg
+
     from segdeconv.tasks.evaluate import evaluate_checkpoint
     from segdeconv.tasks.train import fit
-
-    from conftest import compose_cfg
 
     run = tmp_path / "run"
     fit(compose_cfg(TINY + ["trainer.max_steps=3", "dataset.val.length=7", f"output_dir={run}"]))

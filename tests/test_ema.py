@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
-
 from cli_helpers import run_cli, tiny
 from conftest import compose_cfg
+from torch import nn
+
 from segdeconv.engine.checkpoint import load_checkpoint, step_checkpoint_path, strip_checkpoint
 from segdeconv.engine.ema import WeightEMA
 

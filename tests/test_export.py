@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, SHARED_DATA, compose_cfg
+
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.inference.export import export_metadata, export_onnx, export_torchscript, exportable, runner
 from segdeconv.inference.parity import explained_by_ties, parity_inputs, problems, report_lines, verify

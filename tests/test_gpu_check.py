@@ -4,7 +4,6 @@ import time
 
 import pytest
 import torch
-
 from cli_helpers import run_cli
 
 SCRIPT = "benchmarks/gpu_check.py"
@@ -12,8 +11,8 @@ SCRIPT = "benchmarks/gpu_check.py"
 
 def _rows(stdout: str) -> list[list[str]]:
     """The table's body rows as lists of cells."""
-    lines = [l for l in stdout.splitlines() if l.startswith("| ") and not l.startswith("| model |")]
-    return [[c.strip() for c in l.strip().strip("|").split(" | ")] for l in lines]
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("| ") and not ln.startswith("| model |")]
+    return [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines]
 
 
 def test_dry_run_plans_every_row_with_its_command():

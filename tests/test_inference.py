@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg
+from infer_helpers import malicious_checkpoint
 from PIL import Image
 from torch import nn
 
-from conftest import compose_cfg
-from infer_helpers import malicious_checkpoint
 from segdeconv import Predictor
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.eval_loop import evaluate
@@ -160,8 +160,8 @@ def test_bad_tta_and_sliding_settings():
 
 
 def test_engine_evaluate_with_trivial_tta_equals_plain(predictor):
-    from segdeconv.data.synthetic import SyntheticShapes
     from segdeconv.data.sampler import pad_collate
+    from segdeconv.data.synthetic import SyntheticShapes
 
     ds = SyntheticShapes(split="val", length=6, image_size=(64, 80))
     batches = [pad_collate([ds[i] for i in range(j, j + 3)]) for j in (0, 3)]

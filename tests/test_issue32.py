@@ -11,9 +11,9 @@ import stat
 
 import pytest
 import torch
+from conftest import compose_cfg
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg
 from segdeconv import filekind
 from segdeconv.config import check_config
 from segdeconv.data.labelled import LabelWatch, require_labelled

@@ -218,6 +218,7 @@ def test_workspace_reuses_a_storage_only_once_it_is_free():
 @pytest.mark.parametrize("model", ["segnet", "segnet_basic", "deconvnet", "bayesian_segnet"])
 def test_config_builds_lean_models_by_default_and_model_lean_false_turns_it_off(model):
     from conftest import compose_cfg
+
     from segdeconv.config import model_from_config
 
     on = model_from_config(compose_cfg([f"model={model}", "model.num_classes=3"]).model)

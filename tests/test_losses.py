@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdeconv.errors import ConfigError
-from segdeconv.losses import (CrossEntropy, Dice, Focal, LovaszSoftmax, OHEMCrossEntropy, WeightedSum,
-                              lovasz_grad, lovasz_softmax_flat)
+from segdeconv.losses import CrossEntropy, Dice, Focal, LovaszSoftmax, OHEMCrossEntropy, WeightedSum, lovasz_grad, lovasz_softmax_flat
 
 CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
 LN2 = math.log(2.0)

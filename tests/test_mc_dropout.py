@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
+from conftest import TINY, compose_cfg
 from PIL import Image
 from torch import nn
 
-from cli_helpers import run_cli
-from conftest import TINY, compose_cfg
 from segdeconv import Predictor
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.step import to_device

@@ -4,7 +4,6 @@ import re
 import sys
 
 import pytest
-
 from cli_helpers import cli_env, run_cli
 from conftest import REPO
 

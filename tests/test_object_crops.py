@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_cfg, shared_data
 from data_helpers import make_voc, write_png
+
 from segdeconv.data.object_crops import ObjectCrops, component_boxes, enlarge, instance_boxes, voc_object_crops
 from segdeconv.data.voc import VOCSegmentation
 from segdeconv.errors import CheckpointError, ConfigError

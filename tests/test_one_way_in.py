@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from cli_helpers import cli_env, tiny
 from conftest import CONF, REPO
+
 from segdeconv.tasks.commands import COMMANDS
 
 SCRIPTS = {"train.py": "train", "evaluate.py": "evaluate", "predict.py": "predict", "export.py": "export",

@@ -2,11 +2,10 @@
 and the same update as the foreach step to float rounding."""
 import pytest
 import torch
+from conftest import compose_cfg
 from hydra.utils import instantiate
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-
-from conftest import compose_cfg
 
 
 class NewTensorBytes(TorchDispatchMode):

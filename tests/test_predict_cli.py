@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO, compose_cfg
 from infer_helpers import malicious_checkpoint
+from PIL import Image
 
 
 def run_predict(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:

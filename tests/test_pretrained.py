@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torch import Tensor, nn
-
 from cli_helpers import run_cli, tiny
 from conftest import compose_cfg
+from torch import Tensor, nn
+
 from segdeconv.config import model_from_config
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.models import DeconvNet, SegNet, VGGEncoder

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from cli_helpers import run_cli
 from conftest import REPO, shared_data
+from PIL import Image
+
 from segdeconv.errors import ConfigError, UserError
 from segdeconv.inference.quantize import check_quantize, require_int8
 

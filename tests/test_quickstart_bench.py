@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from cli_helpers import run_cli
 from conftest import REPO
 
@@ -42,6 +41,7 @@ def test_no_decoder_head_predicts_at_the_input_size_without_switches(monkeypatch
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import torch
     from no_decoder import NoDecoder
+
     from segdeconv.models import VGGEncoder
 
     model = NoDecoder(5, VGGEncoder("vgg11", width=0.5, num_stages=3), decoder="conv", lean=False)

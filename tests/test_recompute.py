@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from segdeconv.models import DeconvNet, SegNet, VGGEncoder, segnet_basic
-from segdeconv.models import recompute
+from segdeconv.models import DeconvNet, SegNet, VGGEncoder, recompute, segnet_basic
 
 SIZE = (197, 203)  # odd sizes (ceil-mode pools), large enough for DeconvNet's 7×7 fc6
 
@@ -105,6 +104,7 @@ def test_no_recomputation_without_autograd(monkeypatch):
 
 def test_config_flag_builds_a_checkpointed_model(tmp_path):
     from conftest import compose_cfg
+
     from segdeconv.config import model_from_config
 
     for model in ("segnet", "segnet_basic", "deconvnet"):

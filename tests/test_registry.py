@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, REPO, compose_cfg
 from torch import nn
 
-from conftest import CONF, REPO, compose_cfg
 from segdeconv.config import model_from_config
 from segdeconv.engine.checkpoint import FORMAT, load_checkpoint, upgrade
 from segdeconv.errors import CheckpointError, ConfigError

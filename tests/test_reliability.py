@@ -12,15 +12,15 @@ from typing import Callable, Iterator
 
 import pytest
 import torch
-from torch import nn
-
 from cli_helpers import cli_env, tiny, tree_digest
 from conftest import REPO, compose_cfg
+from torch import nn
+
 from segdeconv.engine.checkpoint import load_checkpoint, prune_step_checkpoints, save_checkpoint, step_checkpoint_path
 from segdeconv.engine.resume import RESUME_KEYS, find_resumable, resume_candidates
 from segdeconv.engine.step import LoopState, NonFiniteLoss, StepConfig, StopRequest, train_batches
-from segdeconv.errors import CheckpointError
 from segdeconv.engine.trainer import Trainer
+from segdeconv.errors import CheckpointError
 from segdeconv.tasks.train import build_trainer
 
 

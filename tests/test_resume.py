@@ -16,9 +16,9 @@ from typing import Optional
 
 import pytest
 import torch
-
 from cli_helpers import cli_env, tiny
 from conftest import REPO
+
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.resume import find_resumable
 

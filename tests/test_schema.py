@@ -7,9 +7,9 @@ from dataclasses import fields
 from typing import Any, Iterator
 
 import pytest
+from conftest import CONF, REPO, compose_cfg
 from omegaconf import OmegaConf
 
-from conftest import CONF, REPO, compose_cfg
 from segdeconv.config import check_config
 from segdeconv.engine.trainer import TrainSettings
 from segdeconv.errors import ConfigError

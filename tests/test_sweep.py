@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import yaml
-
 from cli_helpers import cli_env, tiny
 from conftest import REPO
+
 from segdeconv.tasks.commands import sweep_metric
 
 

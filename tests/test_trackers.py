@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import cli_env, tiny
 from conftest import REPO, compose_cfg
+
 from segdeconv.engine.trackers import Loggers, flatten, logger_spec, open_loggers
 from segdeconv.errors import ConfigError
 

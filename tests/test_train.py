@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import REPO, TINY, compose_cfg
+
 from segdeconv.engine.checkpoint import load_checkpoint, load_model_state
 from segdeconv.trained import load_trained
 

@@ -5,11 +5,10 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytest
-
 from data_helpers import dataset_cfg
+
 from segdeconv.data.base import apply_joint
-from segdeconv.data.transforms import (PAD_FILL, build_preset, check_transform, noh_eval,
-                                       noh_train, photometric_ops, segnet_eval, segnet_train)
+from segdeconv.data.transforms import PAD_FILL, build_preset, check_transform, noh_eval, noh_train, photometric_ops, segnet_eval, segnet_train
 from segdeconv.errors import ConfigError
 
 # label k <-> colour COLOURS[k]; label 255 (ignore) <-> the padding colour

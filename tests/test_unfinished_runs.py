@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import run_cli, tiny, tree_digest
 from conftest import compose_cfg
 from hostile_cases import FOLDER, _pair
+
 from segdeconv.cli import run_task
 from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from segdeconv.errors import CheckpointError

@@ -8,9 +8,9 @@ import pytest
 from cli_helpers import run_cli
 from conftest import compose_cfg
 
+from segdeconv.engine.checkpoint import save_checkpoint
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.tasks.visualize import visualize
-from segdeconv.engine.checkpoint import save_checkpoint
 from segdeconv.trained import load_trained
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import run_cli, tree_digest
 from hostile_cases import _pair
+
 from segdeconv.engine.checkpoint import strip_checkpoint
 from segdeconv.engine.outputs import check_output_file, is_checkpoint, run_dir_owner
 from segdeconv.engine.resume import check_resume_config
-from segdeconv.schema import FREE, REFUSE, WARN, resume_policy
 from segdeconv.errors import CheckpointError, UserError
+from segdeconv.schema import FREE, REFUSE, WARN, resume_policy
 
 
 def test_is_checkpoint_tells_torch_save_files_from_torchscript_and_other_files(tmp_path: Path) -> None:
@@ -139,6 +139,7 @@ def test_check_resume_config_refuses_names_old_and_new_and_returns_warnings() ->
 def test_val_images_in_train_are_refused_unless_allowed_then_warned(tmp_path: Path, caplog) -> None:
     from conftest import compose_cfg
     from data_helpers import make_camvid
+
     from segdeconv.errors import DataError
     from segdeconv.tasks.train import build_trainer
 

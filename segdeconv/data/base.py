@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segdeconv.data.image import (IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike, read_image,
-                                  to_tensors)
+from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike, read_image, to_tensors
 from segdeconv.errors import DataError, data_error
 
 _DOCS = "see data/README.md"
@@ -204,7 +203,7 @@ def dataset_inputs(dataset: Any) -> list[Path]:
     unwrapped): the writers' rule (:func:`segdeconv.engine.outputs.check_output_file`) puts no output file
     inside them."""
     dataset = unwrapped(dataset)
-    found = {Path(str(getattr(dataset, "root"))).expanduser()} if getattr(dataset, "root", None) else set()
+    found = {Path(str(dataset.root)).expanduser()} if getattr(dataset, "root", None) else set()
     for attr in ("image_paths", "mask_paths"):
         found.update(Path(p).parent for p in getattr(dataset, attr, None) or [])
     return sorted(found)

@@ -42,9 +42,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from segdeconv.data.base import SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask, refuse_overlap, rgb_to_ids
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
-from segdeconv.data.base import (SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask,
-                                 refuse_overlap, rgb_to_ids)
 from segdeconv.errors import ConfigError, data_error
 
 log = logging.getLogger("segdeconv")

@@ -17,11 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file, read_rgb_mask, rgb_to_ids, unique_stems
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
-from segdeconv.data.base import (SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file,
-                                 read_rgb_mask, rgb_to_ids, unique_stems)
-from segdeconv.errors import data_error
-from segdeconv.errors import ConfigError
+from segdeconv.errors import ConfigError, data_error
 
 LAYOUT = ("expected root/<split>/images + root/<split>/masks, or root/images + root/masks "
           "(+ root/<split>.txt of stems), masks named like their image; "

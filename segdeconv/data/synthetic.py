@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segdeconv.data.image import IGNORE_INDEX, JointTransform, to_tensors
 from segdeconv.data.base import apply_joint
+from segdeconv.data.image import IGNORE_INDEX, JointTransform, to_tensors
 from segdeconv.errors import ConfigError
 
 CLASS_NAMES = ["background", "disc", "box", "triangle", "ring"]

@@ -16,22 +16,97 @@ means, so it depends on the batch size, and matches what the layers saw while tr
 equal weight — the identical formula while every batch has the same ``m``. :func:`bn_loader` keeps
 it so: like Caffe's data layer, which only yields full batches, it fills the last batch with the
 first images again, so a DeconvNet 1×1 fc6/fc7 never meets a one-image batch either.
+
+*Which* images, how many and in what batches is each original's own (:data:`PROTOCOLS`, issue #29):
+both run the *training* data layer — SegNet's ``DenseImageData`` (whole frames, no transform, the training
+batch, shuffled), DeconvNet's ``DeconvNet_make_bn_layer_testable.prototxt`` (training windows: resize 250,
+random 224 crop, mirror; batch 28) for 501 iterations — so no padding pixel is counted as data (the val
+transform pads VOC images to 512²: ~28 % of a 500×375 image). :class:`Windows` draws such training
+windows reproducibly: pass k over the split visits its items in a seeded random order (Caffe's ``shuffle``)
+and draws each item's random crop/mirror from (seed, k, item).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from segdeconv.data.sampler import loader_generator, quiet_worker
+from segdeconv.data.sampler import SeededItems, loader_generator, quiet_worker
 from segdeconv.engine.step import autocast, to_device
 from segdeconv.errors import ConfigError, DataError, UserError
 
 log = logging.getLogger("segdeconv")
+
+
+@dataclass(frozen=True)
+class BNProtocol:
+    """How an original computed its test-time statistics: which windows, at what batch, how many batches."""
+
+    windows: str  # "train": the training transform's windows | "eval": the deterministic val transform
+    batch_size: Optional[int]  # None: the training's dataset.batch_size
+    batches: Optional[int]  # None: one pass over the split (the last batch filled)
+    source: str
+
+
+_SEGNET = BNProtocol("train", None, None, "SegNet-Tutorial Scripts/compute_bn_statistics.py: the training "
+                     "prototxt's DenseImageData (no transform, the training batch, shuffled) over the training list")
+PROTOCOLS: dict[str, BNProtocol] = {
+    "segnet": _SEGNET, "segnet_basic": _SEGNET,
+    "deconvnet": BNProtocol("train", 28, 501, "DeconvNet training/003_make_bn_layer_testable: "
+                            "DeconvNet_make_bn_layer_testable.prototxt (resize 250, random 224 crop, mirror; "
+                            "batch 28), 501 iterations"),
+}
+DEFAULT_PROTOCOL = BNProtocol("train", None, None, "the model's training windows and batch, one pass")
+
+
+def bn_protocol(family: str) -> BNProtocol:
+    """The :data:`PROTOCOLS` entry of a registry model name (others: :data:`DEFAULT_PROTOCOL`)."""
+    return PROTOCOLS.get(family, DEFAULT_PROTOCOL)
+
+
+class Windows(Dataset):
+    """``count`` items of ``dataset`` in passes: pass k visits every item once, in a seeded random order
+    (``shuffle``; else in order), drawing its random augmentation from (seed, k, item) — the same windows on
+    every run and in every worker. Pass k+1 starts where pass k ends, so ``count`` needs no multiple of n."""
+
+    def __init__(self, dataset: Any, count: int, seed: int = 0, shuffle: bool = True) -> None:
+        if len(dataset) == 0:
+            raise DataError("the dataset is empty: there is nothing to compute BatchNorm statistics from")
+        self.items, self.n, self.count = SeededItems(dataset, seed), len(dataset), int(count)
+        self.seed, self.shuffle = int(seed), shuffle
+        self._orders: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def order(self, k: int) -> list[int]:
+        """The items of pass ``k``, in visiting order (the current pass is kept)."""
+        if k not in self._orders:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+            self._orders = {k: torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))}
+        return self._orders[k]
+
+    def __getitem__(self, v: int) -> Any:
+        if not 0 <= v < self.count:
+            raise IndexError(f"window {v} of {self.count}")
+        k, i = divmod(int(v), self.n)
+        self.items.epoch = k
+        return self.items[self.order(k)[i]]
+
+
+def window_loader(dataset: Any, batch_size: int, batches: Optional[int], num_workers: int, device: torch.device,
+                  seed: int = 0, shuffle: bool = True) -> DataLoader:
+    """``batches`` full batches of :class:`Windows` (``None``: one pass, the last batch filled from the next)."""
+    n_batches = batches if batches is not None else -(-len(dataset) // batch_size)
+    windows = Windows(dataset, n_batches * batch_size, seed, shuffle)
+    return DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", collate_fn=stack_same_size,
+                      worker_init_fn=quiet_worker if num_workers else None)
 
 
 def batch_norms(model: nn.Module) -> list[_BatchNorm]:

@@ -24,23 +24,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segdeconv import __version__
+from segdeconv.data.labelled import UNDEFINED, LabelWatch, no_labelled_pixel, require_labelled, split_name
 from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
 from segdeconv.engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from segdeconv.engine.checkpoint import (finite_state, prune_step_checkpoints, save_checkpoint, step_checkpoint_path,
-                                        unwrap)
+from segdeconv.engine.checkpoint import finite_state, prune_step_checkpoints, save_checkpoint, step_checkpoint_path, unwrap
 from segdeconv.engine.distributed import cleanup
+from segdeconv.engine.ema import WeightEMA
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.logger import progress
-from segdeconv.engine.writer import write_json
 from segdeconv.engine.parallel import training_model
 from segdeconv.engine.resume import resume_run
-from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.rng import capture_rng
-from segdeconv.engine.trackers import Loggers, open_loggers
-from segdeconv.engine.ema import WeightEMA
-from segdeconv.data.labelled import UNDEFINED, LabelWatch, no_labelled_pixel, require_labelled, split_name
+from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.runtime import Runtime
 from segdeconv.engine.step import LoopState, StepConfig, StopRequest, Throughput, train_batches
+from segdeconv.engine.trackers import Loggers, open_loggers
+from segdeconv.engine.writer import write_json
 from segdeconv.errors import ConfigError
 from segdeconv.models import registry
 

@@ -35,14 +35,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from segdeconv.data.image import IMAGE_SUFFIXES, read_image, to_tensors
+from segdeconv.engine.runtime import resolve_channels_last, resolve_precision
 from segdeconv.engine.step import autocast, to_device
 from segdeconv.errors import UserError
-from segdeconv.palette import colorize, overlay
-from segdeconv.models.fuse import fold_batchnorm
-from segdeconv.engine.runtime import resolve_channels_last, resolve_precision
 from segdeconv.inference.montecarlo import MCDropout, mc_predict_fn, require_dropout
 from segdeconv.inference.quantize import check_int8_strategy, check_quantize, quantize_int8
 from segdeconv.inference.strategies import make_predict_fn, plain
+from segdeconv.models.fuse import fold_batchnorm
+from segdeconv.palette import colorize, overlay
 from segdeconv.trained import load_trained
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]

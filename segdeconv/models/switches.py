@@ -39,8 +39,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from segdeconv.models.switch_kernels import (SizeLike, code_from_indices, gather_cpu, gather_plain,
-                                             indices_from_code, place_cpu, place_plain, pool_cpu, pool_plain)
+from segdeconv.models.switch_kernels import (
+    SizeLike,
+    code_from_indices,
+    gather_cpu,
+    gather_plain,
+    indices_from_code,
+    place_cpu,
+    place_plain,
+    pool_cpu,
+    pool_plain,
+)
 
 __all__ = ["max_pool2x2", "max_unpool2x2", "code_from_indices", "indices_from_code"]
 

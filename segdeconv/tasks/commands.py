@@ -20,7 +20,6 @@ from segdeconv.cli import config_dir, prepare_hydra, run_task
 from segdeconv.errors import UserError
 
 
-
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its config (``conf/<config>.yaml``), task function and help line."""

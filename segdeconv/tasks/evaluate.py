@@ -23,12 +23,11 @@ from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate
 from segdeconv.engine.metrics import format_table
 from segdeconv.engine.outputs import check_output_file
-from segdeconv.engine.writer import write_json
 from segdeconv.engine.report import WorstImages, write_report
 from segdeconv.engine.runtime import resolve_channels_last, resolve_device, resolve_precision
+from segdeconv.engine.writer import write_json
 from segdeconv.inference.montecarlo import require_dropout
-from segdeconv.inference.quantize import (Int8Model, check_int8_strategy, check_quantize, describe_parity,
-                                         quantize_int8, require_int8)
+from segdeconv.inference.quantize import Int8Model, check_int8_strategy, check_quantize, describe_parity, quantize_int8, require_int8
 from segdeconv.inference.strategies import describe, make_predict_fn
 from segdeconv.trained import load_trained
 

@@ -12,8 +12,7 @@ from omegaconf import DictConfig
 from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.writer import write_bytes
 from segdeconv.errors import ConfigError
-from segdeconv.inference.export import (FORMATS, ExportMismatch, check_opset, export_metadata, exportable, onnx_bytes,
-                                        runner, torchscript_bytes)
+from segdeconv.inference.export import FORMATS, ExportMismatch, check_opset, export_metadata, exportable, onnx_bytes, runner, torchscript_bytes
 from segdeconv.inference.parity import parity_inputs, problems, report_lines, verify
 from segdeconv.trained import load_trained
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from segdeconv.data.image import IMAGE_SUFFIXES
+from segdeconv.engine.logger import progress
 from segdeconv.engine.outputs import check_output_dir
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import write_image
@@ -28,7 +29,6 @@ from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
 from segdeconv.inference.predictor import Predictor, list_images
 from segdeconv.inference.quantize import check_quantize
-from segdeconv.engine.logger import progress
 from segdeconv.palette import palette_array
 
 log = logging.getLogger("segdeconv")

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from segdeconv.config import split_dataset
 from segdeconv.data.base import dataset_inputs
 from segdeconv.engine.outputs import check_output_file
-from segdeconv.engine.writer import image_format
 from segdeconv.engine.runtime import resolve_device
+from segdeconv.engine.writer import image_format
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
 from segdeconv.visualize.projection import Projector, check_method

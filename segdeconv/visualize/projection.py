@@ -43,8 +43,7 @@ from torch import Tensor, nn
 from segdeconv.engine.checkpoint import unwrap
 from segdeconv.errors import ConfigError
 from segdeconv.models.layers import Pool, Switches, Unpool
-from segdeconv.visualize.geometry import (Box, CropStep, crop, full_box, map_sizes, plan_crop,
-                                          receptive_box, window)
+from segdeconv.visualize.geometry import Box, CropStep, crop, full_box, map_sizes, plan_crop, receptive_box, window
 
 Method = Literal["deconvnet", "guided_backprop", "gradient"]
 METHODS: tuple[str, ...] = ("deconvnet", "guided_backprop", "gradient")

@@ -18,8 +18,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD, denormalize
-from segdeconv.errors import ConfigError
 from segdeconv.engine.logger import progress
+from segdeconv.errors import ConfigError
 from segdeconv.visualize.geometry import crop, full_box
 from segdeconv.visualize.projection import Projector, check_method
 
