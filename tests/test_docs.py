@@ -129,6 +129,7 @@ def test_no_private_paths() -> None:
     assert not hits, f"../shared in: {hits}"
 
 
+@pytest.mark.slow  # 7 s alone, up to 45 s on a loaded 2-core machine
 def test_site_builds(tmp_path: Path) -> None:
     """What CI runs: any Sphinx warning (a broken link or reference) fails."""
     for mod in ("sphinx", "myst_parser", "furo"):
