@@ -156,7 +156,7 @@ def _unknown_key_message(e: OmegaConfBaseException) -> str:
     full = str(getattr(e, "full_key", "") or getattr(e, "key", ""))
     parent, key = getattr(e, "parent_node", None), str(getattr(e, "key", full.rsplit(".", 1)[-1]))
     prefix = full[: -len(key)] if full.endswith(key) else ""
-    keys = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
+    keys = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
     close = [prefix + k for k in difflib.get_close_matches(key, keys, n=3, cutoff=0.6)]
     hint = f"did you mean {' or '.join(close)}?" if close else f"`python {_script()} --cfg job` lists the keys"
     return f"{full} is not a config key ({hint}); fix the spelling, or write +{full}=… to add a new key"
@@ -264,7 +264,8 @@ def _guard_run_dir(config: Any) -> None:
         config.hydra.output_subdir = None  # one record per run: rank 0's
         return
     note_run_dir(run_dir, created=not explicit and not info.enabled)  # what a refused run must not leave behind
-    raw = OmegaConf.to_container(config, resolve=False).get("output_dir")
+    container = OmegaConf.to_container(config, resolve=False)  # the composed config: a dict
+    raw = container.get("output_dir") if isinstance(container, dict) else None
     dirs = {"hydra.run.dir": run_dir}
     if isinstance(raw, str) and "${hydra:" not in raw:
         dirs["output_dir"] = writable_location(Path(str(config.output_dir)), "output_dir")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 import torch
 from hydra.errors import InstantiationException
@@ -30,6 +30,17 @@ def _value(cfg: DictConfig, key: str) -> Any:
     except OmegaConfBaseException:
         return _ABSENT
     return OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+
+
+def container_dict(node: DictConfig, resolve: bool = True, throw_on_missing: bool = False) -> dict[str, Any]:
+    """``OmegaConf.to_container(node)`` typed as what it is for a :class:`DictConfig`: a dict with string keys.
+
+    The stub types the result as any container (dict with any key type, list, str, None); a DictConfig
+    composed from YAML and command-line overrides always converts to a dict keyed by strings."""
+    out = OmegaConf.to_container(node, resolve=resolve, throw_on_missing=throw_on_missing)
+    if not isinstance(out, dict):  # a ListConfig, or a DictConfig that is None / a string interpolation
+        raise TypeError(f"expected a mapping config node, got {type(out).__name__}")
+    return cast("dict[str, Any]", out)  # keys: config keys, strings by construction (see above)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -177,11 +188,13 @@ def model_from_config(model_cfg: Any, where: str = "model", pretrained: bool = F
         arch = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as e:
         raise _missing(node, e, where) from None
-    if isinstance(arch, dict) and "_target_" in arch:
+    # a model node that is not a mapping (a list) has no name: registry.build refuses {} with the same error
+    spec: dict[str, Any] = cast("dict[str, Any]", arch) if isinstance(arch, dict) else {}  # config keys: str
+    if "_target_" in spec:
         log.warning("%s._target_ is deprecated (it will be refused in the next release): models are named by "
                     "%s.name, e.g. %s.name=segnet or %s.name=package.module:Class", where, where, where, where)
-        arch = registry.from_legacy(arch)
-    return registry.build(arch, where, pretrained=pretrained)
+        spec = registry.from_legacy(spec)
+    return registry.build(spec, where, pretrained=pretrained)
 
 
 def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], split: str,
@@ -208,7 +221,8 @@ def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], spli
     if composed:
         ds = given
     else:
-        overlay = {k: v for k, v in OmegaConf.to_container(given).items() if v is not None}  # root: null
+        overlay: dict[str, Any] = {k: v for k, v in container_dict(given, resolve=False).items()
+                                   if v is not None}  # root: null
         ds = OmegaConf.merge(OmegaConf.create(dict(trained)), overlay)
     if trained and int(ds.num_classes) != int(trained["num_classes"]):
         raise ConfigError(f"dataset {ds.get('name')} has {ds.num_classes} classes but the checkpoint was trained "
@@ -219,7 +233,8 @@ def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], spli
     if root:
         ds.root = str(root)
     if not composed:  # a stored config is resolved: val.root etc. are copies, not ${dataset.root}
-        for key, value in {**overlay, **({"root": str(root)} if root else {})}.items():
+        root_overlay: dict[str, Any] = {"root": str(root)} if root else {}
+        for key, value in {**overlay, **root_overlay}.items():
             if key in ds.val and not isinstance(value, dict):
                 ds.val[key] = value  # e.g. dataset.root, dataset.split_scheme, dataset.holdout_sequence
     elif root and "root" in ds.val:

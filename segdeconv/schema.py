@@ -256,10 +256,10 @@ if __name__ == "__main__":  # python -m segdeconv.schema [--write]: print or wri
     import sys
     from pathlib import Path
 
-    text = default_yaml("trainer")
+    trainer_yaml = default_yaml("trainer")  # not `text`: that name is the knob constructor above
     if "--write" in sys.argv[1:]:
         target = Path(__file__).resolve().parents[1] / "conf" / "trainer" / "default.yaml"
-        target.write_text(text)
+        target.write_text(trainer_yaml)
         print(f"wrote {target}")
     else:
-        print(text, end="")
+        print(trainer_yaml, end="")

@@ -43,7 +43,7 @@ def to_tensors(
         for c in range(3):
             np.take(lut[c], image[..., c], out=img[c])
     else:  # other dtypes (e.g. a float pipeline): same formula, plain arithmetic
-        m, s = np.float32(mean).reshape(3, 1, 1), np.float32(std).reshape(3, 1, 1)
+        m, s = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1), np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
         img = np.ascontiguousarray((np.float32(image).transpose(2, 0, 1) / 255.0 - m) / s)
     return torch.from_numpy(img), torch.from_numpy(np.asarray(mask, dtype=np.int64))
 

@@ -83,7 +83,7 @@ class SeededItems(Dataset):
             np.random.seed(s)
             torch.manual_seed(s)
             transform = getattr(self.dataset, "transform", None)
-            if hasattr(transform, "set_random_seed"):  # albumentations ≥ 2 keeps its own generators
+            if transform is not None and hasattr(transform, "set_random_seed"):  # albumentations ≥ 2 keeps its own generators
                 transform.set_random_seed(s)
             try:
                 return self.dataset[index]

@@ -15,7 +15,7 @@ colour (zero after normalization).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import albumentations as A  # segdeconv/__init__.py set NO_ALBUMENTATIONS_UPDATE before this import
 import cv2
@@ -124,7 +124,7 @@ def noh_eval(min_size: Optional[int] = 224, divisor: int = 32, ignore_index: int
     return A.Compose(first + [_pad(None, None, divisor=divisor, position="top_left", ignore_index=ignore_index)])
 
 
-PRESETS = {"segnet_train": segnet_train, "segnet_eval": segnet_eval,
+PRESETS: dict[str, Callable[..., A.Compose]] = {"segnet_train": segnet_train, "segnet_eval": segnet_eval,
            "noh_train": noh_train, "noh_eval": noh_eval}
 
 

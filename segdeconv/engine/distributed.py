@@ -5,6 +5,7 @@ import datetime
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,7 +64,7 @@ def init_distributed(device: torch.device, timeout_s: float = DIST_TIMEOUT_S) ->
         raise ConfigError(f"rank {info.rank} would use {device} but its GPU is cuda:{info.local_rank} (LOCAL_RANK); "
                           f"use trainer.device=cuda")
     torch.cuda.set_device(device)  # before NCCL starts: otherwise every rank opens a context on GPU 0
-    extra = {"device_id": device} if _HAS_DEVICE_ID else {}
+    extra: dict[str, Any] = {"device_id": device} if _HAS_DEVICE_ID else {}
     dist.init_process_group("nccl", timeout=timeout, **extra)
     return info
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -26,4 +27,7 @@ def training_model(model: nn.Module, device: torch.device, dist: DistInfo, chann
             model = wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model, torch.compile(wrapped) if compile_model else wrapped
+    if compile_model:
+        # compiling an nn.Module gives an OptimizedModule (an nn.Module); the stub types it as a callable
+        return model, cast(nn.Module, torch.compile(wrapped))
+    return model, wrapped

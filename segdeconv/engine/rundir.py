@@ -151,7 +151,8 @@ def discard_refused_run() -> Optional[Path]:
     Returns the dir cleaned, if any."""
     import shutil
 
-    run_dir, before = _started.pop("dir", None), _started.pop("before", None)
+    run_dir, recorded = _started.pop("dir", None), _started.pop("before", None)
+    before = recorded if isinstance(recorded, set) else None  # note_run_dir stores a set of names or None
     if not isinstance(run_dir, Path) or not run_dir.is_dir() or any((run_dir / "checkpoints").glob("*.pt")) \
             or lock_holder(run_dir):
         return None

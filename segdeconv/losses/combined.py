@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -41,10 +41,11 @@ class WeightedSum(nn.Module):
         self.weights = [float(w) for w in weights]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        total = None
+        total: Optional[Tensor] = None
         for w, term in zip(self.weights, self.terms):
             part = w * term(logits, target)
             total = part if total is None else total + part
+        assert total is not None  # __init__ refuses an empty terms list
         return total
 
     def extra_repr(self) -> str:

@@ -69,11 +69,13 @@ def mc_predict(model: nn.Module, x: Tensor, samples: int) -> tuple[Tensor, Tenso
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ConfigError(f"Monte-Carlo samples={samples!r} must be an integer ≥ 1 (the original used 10–50)")
-    total = total_sq = None
+    total: Optional[Tensor] = None
+    total_sq: Optional[Tensor] = None
     with mc_dropout(model):
         for _ in range(samples):
             p = model(x).float().softmax(dim=1)  # (B, C, H, W)
             total = p if total is None else total.add_(p)
             total_sq = p * p if total_sq is None else total_sq.addcmul_(p, p)
+    assert total is not None and total_sq is not None  # samples >= 1 (checked above): the loop ran
     mean = total / samples
     return mean, (total_sq / samples - mean * mean).clamp_(min=0.0)

@@ -17,6 +17,8 @@ channels (``lrn_layer.cpp``: ``alpha_over_size``), which is exactly ``nn.LocalRe
 """
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import Tensor, nn
 
@@ -25,7 +27,18 @@ from segdeconv.errors import ConfigError
 
 INPUTS = ("imagenet", "caffe_bgr", "caffe_bgr_mean")
 DECONVNET_BGR_MEAN = (104.008, 116.669, 122.675)  # training/00{1,2}_stage_*/*.prototxt transform_param
-SEGNET_BASIC_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # segnet_basic_train.prototxt "norm"
+
+
+class _LRN(TypedDict):
+    """``nn.LocalResponseNorm`` arguments."""
+
+    size: int
+    alpha: float
+    beta: float
+    k: float
+
+
+SEGNET_BASIC_LRN = _LRN(size=5, alpha=1e-4, beta=0.75, k=1.0)  # segnet_basic_train.prototxt "norm"
 
 
 class InputAdapter(nn.Module):
@@ -34,6 +47,9 @@ class InputAdapter(nn.Module):
     The constants are non-persistent buffers: they follow ``.to(device/dtype)`` but stay out of
     the state dict, so checkpoints are the same with or without an adapter.
     """
+
+    scale: Tensor  # buffers (register_buffer in __init__)
+    shift: Tensor
 
     def __init__(self, kind: str = "imagenet", lrn: bool = False) -> None:
         super().__init__()

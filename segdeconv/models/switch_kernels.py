@@ -48,13 +48,15 @@ def _codes(offset: Tensor, W: Any) -> Tensor:
 def code_from_indices(indices: Tensor, input_size: SizeLike) -> Tensor:
     """uint8 window codes of int64 ``MaxPool2d`` indices (flat ``row*W + col`` per plane)."""
     W = input_size[-1]
-    return _codes(indices - _base(*indices.shape[-2:], W, indices.device), W)
+    h, w = indices.shape[-2:]
+    return _codes(indices - _base(h, w, W, indices.device), W)
 
 
 def indices_from_code(code: Tensor, input_size: SizeLike) -> Tensor:
     """int64 flat indices, as ``MaxPool2d(return_indices=True)`` gives, of uint8 window codes."""
     W = input_size[-1]
-    return _indices(code, _base(*code.shape[-2:], W, code.device), W)
+    h, w = code.shape[-2:]
+    return _indices(code, _base(h, w, W, code.device), W)
 
 
 # ----------------------------------------------------------------------------- CPU block kernels
@@ -209,7 +211,7 @@ def _window_masks(code: Tensor) -> Tensor:
     return code.to(torch.int32)[:, :, :, None, :, None] == k  # int32: onnxruntime's Equal has it
 
 
-def place_plain(y: Tensor, code: Tensor, size: tuple[Any, Any]) -> Tensor:
+def place_plain(y: Tensor, code: Tensor, size: tuple[Any, ...]) -> Tensor:
     H, W = size
     out = torch.where(_window_masks(code), y[:, :, :, None, :, None], y.new_zeros(()))
     out = out.flatten(4, 5).flatten(2, 3)  # (B, C, 2h, 2w)
