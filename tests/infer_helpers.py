@@ -1,9 +1,11 @@
 """Helpers shared by the inference/predict tests."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
+from torch import nn
 
 
 class _Payload:
@@ -22,3 +24,12 @@ def malicious_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     path = tmp_path / "evil.pt"
     torch.save({"model": {"w": torch.zeros(1)}, "config": {}, "hook": _Payload(marker)}, path)
     return path, marker
+
+
+def not_inplace(module: nn.Module) -> nn.Module:
+    """A copy whose ReLUs are not in-place (captum's ReLU backward hooks need that)."""
+    out = copy.deepcopy(module)
+    for m in out.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return out

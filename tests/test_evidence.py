@@ -1,11 +1,10 @@
 """Class-region evidence through the whole network and occlusion maps (Z&F §2.1, §4.2): parity with captum."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
+from infer_helpers import not_inplace
 from torch import nn
 
 from segdeconv.errors import ConfigError
@@ -56,15 +55,6 @@ class RegionScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[:, self.c][:, self.mask].sum(-1)
-
-
-def not_inplace(model: nn.Module) -> nn.Module:
-    """A copy whose ReLUs are not in-place (captum's ReLU backward hooks need that)."""
-    out = copy.deepcopy(model)
-    for m in out.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return out
 
 
 def captum_evidence(net: nn.Module, x: torch.Tensor, c: int, mask: torch.Tensor, method: str) -> torch.Tensor:

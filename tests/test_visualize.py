@@ -1,11 +1,10 @@
 """Zeiler & Fergus projection: parity with captum / autograd, hand-computed cases, top-k search."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
+from infer_helpers import not_inplace
 from torch import nn
 
 from segdeconv.errors import ConfigError
@@ -44,15 +43,6 @@ class Unit(nn.Module):
             x = m(x)[0] if isinstance(m, Pool) else m(x)
         c, y, xx = self.at
         return x[:, c, y, xx]
-
-
-def not_inplace(features: nn.Sequential) -> nn.Sequential:
-    """A copy whose ReLUs are not in-place (captum's ReLU backward hooks need that)."""
-    out = copy.deepcopy(features)
-    for m in out.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return out
 
 
 def reference(method: str, enc: VGGEncoder, proj: Projector, x: torch.Tensor, layer: str,
