@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 from segdeconv.models import lean as lean_graph
 from segdeconv.models.decoder import MirroredDecoder
-from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights
+from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights, set_bn_eps
 from segdeconv.models.inputs import InputAdapter
-from segdeconv.models.recompute import checkpointed
 from segdeconv.models.pretrained import read_weights
-from segdeconv.models.vgg import VGGEncoder
+from segdeconv.models.recompute import checkpointed
 from segdeconv.models.validate import check_input
+from segdeconv.models.vgg import VGGEncoder
 
 FC_KERNEL = 7
 
@@ -47,7 +47,8 @@ class DeconvNet(nn.Module):
     (default): backward keeps one map per conv–BN–ReLU block and no unpooled map
     (:mod:`segdeconv.models.lean`; bit-identical, same state dict).
     ``init="paper"``: the prototxts' fillers (:meth:`paper_init`); ``input="caffe_bgr_mean"``: the
-    original's BGR 0–255 minus mean input (:class:`~segdeconv.models.inputs.InputAdapter`).
+    original's BGR 0–255 minus mean input (:class:`~segdeconv.models.inputs.InputAdapter`); ``bn_eps``:
+    every BatchNorm's ε (:func:`~segdeconv.models.initialization.set_bn_eps`).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class DeconvNet(nn.Module):
         init: str = "torchvision",
         input: str = "imagenet",
         lean: bool = True,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -83,6 +85,7 @@ class DeconvNet(nn.Module):
             self.paper_init()
         if enc.weights:
             self.load_fc_from_vgg(enc.weights)
+        set_bn_eps(self, bn_eps)
 
     def paper_init(self) -> None:
         """The fillers of ``stage_{1,2}_train.prototxt``: ``fc6-deconv``, every ``deconvN_M`` and

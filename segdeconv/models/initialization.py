@@ -17,6 +17,7 @@ import math
 from typing import Iterable
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from segdeconv.errors import ConfigError
 
@@ -75,6 +76,20 @@ def gaussian_(modules: Iterable[nn.Module], std: float) -> None:
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def set_bn_eps(model: nn.Module, eps: float) -> nn.Module:
+    """Give every BatchNorm of ``model`` the variance ε ``eps`` (after construction; returns ``model``).
+
+    caffe-segnet's ``BN`` layer adds 1e-9 to the variance (``bn_layer.cpp``), PyTorch 1e-5: at a
+    channel of variance ~1e-5 the two normalise differently by √2. ``model.bn_eps`` of the paper recipes."""
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        raise ConfigError(f"model.bn_eps={eps!r} must be a number in (0, 1); e.g. model.bn_eps=1e-9 "
+                          f"(caffe-segnet) or 1e-5 (PyTorch's default)")
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.eps = float(eps)
+    return model
 
 
 def bn_(modules: Iterable[nn.Module], shift: float) -> None:

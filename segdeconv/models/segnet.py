@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from segdeconv.models import lean as lean_graph
 from segdeconv.models.bayesian import dropout_plan
 from segdeconv.models.decoder import MirroredDecoder
-from segdeconv.models.initialization import bn_, check_init, init_weights, msra_
+from segdeconv.models.initialization import bn_, check_init, init_weights, msra_, set_bn_eps
 from segdeconv.models.inputs import InputAdapter
-from segdeconv.models.vgg import VGGEncoder
 from segdeconv.models.validate import check_input
+from segdeconv.models.vgg import VGGEncoder
 
 
 class SegNet(nn.Module):
@@ -41,7 +41,8 @@ class SegNet(nn.Module):
     (default: all but the two outermost, the prototxts' "central" units: pool3–5 and decoder
     stages 5–3 for VGG16, pool3–4 and ``conv_decode4``/``conv_decode3`` for SegNet-Basic).
     ``init="paper"``: the prototxts' Caffe fillers (:meth:`paper_init`); ``input``/``input_lrn``:
-    the originals' input convention (:class:`~segdeconv.models.inputs.InputAdapter`).
+    the originals' input convention (:class:`~segdeconv.models.inputs.InputAdapter`); ``bn_eps``: every
+    BatchNorm's ε (caffe-segnet's BN layer: 1e-9; :func:`~segdeconv.models.initialization.set_bn_eps`).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class SegNet(nn.Module):
         input: str = "imagenet",
         input_lrn: bool = False,
         lean: bool = True,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -80,6 +82,7 @@ class SegNet(nn.Module):
         init_weights(self.classifier)
         if check_init(init) == "paper":
             self.paper_init()
+        set_bn_eps(self, bn_eps)
 
     def paper_init(self) -> None:
         """The Caffe fillers of the training prototxts: every conv ``msra`` (std √(2/fan_in)), biases 0,
@@ -106,6 +109,7 @@ def segnet_basic(
     num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False,
     checkpoint: Union[bool, int] = False, dropout: float = 0.0, dropout_stages: Optional[int] = None,
     init: str = "torchvision", input: str = "imagenet", input_lrn: bool = False, lean: bool = True,
+    bn_eps: float = 1e-5,
 ) -> SegNet:
     """SegNet-Basic: 4×(64 7×7 conv, BN, ReLU, pool) encoder, linear 7×7 decoder (BN, no ReLU, as
     ``conv_decode*`` in ``segnet_basic_train.prototxt``), 1×1 classifier. 1.42M parameters @ 11 classes."""
@@ -113,4 +117,4 @@ def segnet_basic(
                      compact_switches=compact_switches)
     return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False, checkpoint=checkpoint,
                   dropout=dropout, dropout_stages=dropout_stages, init=init, input=input, input_lrn=input_lrn,
-                  lean=lean)
+                  lean=lean, bn_eps=bn_eps)

@@ -15,17 +15,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from segdeconv.config import (build_model, check_config, class_info, dataset_classes, instantiate_node,
-                              make_criterion, val_batch_size)
+from segdeconv.config import build_model, check_config, class_info, dataset_classes, instantiate_node, make_criterion, val_batch_size
 from segdeconv.data.base import refuse_overlap
 from segdeconv.data.sampler import Head, SeededItems
 from segdeconv.engine.distributed import env_info
 from segdeconv.engine.outputs import RECORD, atomic_file
-from segdeconv.engine.rundir import RunLock
+from segdeconv.engine.param_groups import with_param_mults
 from segdeconv.engine.rng import seed_everything
+from segdeconv.engine.rundir import RunLock
 from segdeconv.engine.runtime import resolve_runtime
 from segdeconv.engine.trainer import Trainer, TrainSettings
-from segdeconv.errors import DataError
+from segdeconv.errors import ConfigError, DataError
 from segdeconv.schema import section_values
 
 log = logging.getLogger("segdeconv")
@@ -76,9 +76,41 @@ def datasets(cfg: DictConfig) -> tuple[Any, Any]:
     return SeededItems(train, int(t.seed)), val
 
 
+def optimizer_factory(node: DictConfig, model: Any) -> Any:
+    """``cfg.optimizer`` as the trainer's ``params → optimizer``; ``optimizer.param_mults`` (Caffe's per-blob
+    ``lr_mult``/``decay_mult``) splits ``model``'s parameters into groups (:mod:`segdeconv.engine.param_groups`)."""
+    mults = node.get("param_mults")
+    rest = OmegaConf.masked_copy(node, [str(k) for k in node if k != "param_mults"]) if "param_mults" in node else node
+    factory = instantiate_node(rest, "optimizer")
+    plain = OmegaConf.to_container(mults, resolve=True) if isinstance(mults, DictConfig) else mults
+    if plain is not None and not isinstance(plain, dict):
+        raise ConfigError(f"optimizer.param_mults={plain!r} must be a mapping {{kind: [lr_mult, decay_mult]}}, "
+                          "e.g. {conv.bias: [2, 0]}")
+    return with_param_mults(factory, model, plain, float(node.lr), float(node.get("weight_decay") or 0.0))
+
+
+def warn_if_not_the_papers(cfg: DictConfig) -> None:
+    """A paper recipe (``paper.init`` set) run without the start its paper had: one warning at start."""
+    paper = cfg.get("paper")
+    init = paper.get("init") if paper else None
+    missing = {"imagenet": ("model.encoder.weights", "model.encoder.weights=imagenet (torchvision's "
+                            "vgg16-397923af.pth in $TORCH_HOME/hub/checkpoints)"),
+               "init_from": ("model.init_from", "model.init_from=<the previous stage's checkpoints/last.pt>")}
+    if init not in missing or not env_info().is_main:
+        return
+    key, fix = missing[init]
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent)
+    if node is not None and not OmegaConf.is_missing(node, leaf) and not node.get(leaf):  # ??? errors later
+        log.warning("%s=null: this run trains from scratch while %s started from %s, so its result is NOT "
+                    "comparable with the paper's (%s); for the paper's start use %s", key, paper.source,
+                    "ImageNet VGG16" if init == "imagenet" else "the previous stage's weights", paper.reports, fix)
+
+
 def build_trainer(cfg: DictConfig) -> Trainer:
     """Everything ``cfg`` describes, built in the order a bit-exact resume relies on."""
     check_config(cfg)
+    warn_if_not_the_papers(cfg)
     settings = train_settings(cfg)
     t = cfg.trainer
     runtime = resolve_runtime(t.device, t.precision, t.channels_last, t.dist_timeout_s)
@@ -87,7 +119,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     class_names, palette = class_info(cfg, train_ds)
     model = build_model(cfg, runtime.device)
     criterion = make_criterion(cfg, train_ds, settings.out_dir, runtime.device, runtime.dist.is_main)
-    return Trainer(settings, runtime, model, train_ds, val_ds, criterion, instantiate_node(cfg.optimizer, "optimizer"),
+    return Trainer(settings, runtime, model, train_ds, val_ds, criterion, optimizer_factory(cfg.optimizer, model),
                    instantiate_node(cfg.scheduler, "scheduler"), class_names, palette,
                    OmegaConf.to_container(cfg, resolve=True))
 
