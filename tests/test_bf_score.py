@@ -251,6 +251,25 @@ def test_each_class_is_averaged_over_the_images_where_it_is_present_and_absent_c
     assert r["image_bf"] == pytest.approx((1.0 + 0.4) / 2) and r["num_images_scored"] == 2
 
 
+def test_the_table_shows_the_image_mean_beside_the_class_mean_each_named():
+    """Issue #29 item 4: the paper's figure (computeBFmeasure.m: mean over images) is printed, not only the
+    class mean; the two differ when classes appear in different numbers of images (0.8 vs 0.7 here)."""
+    from segdeconv.engine.metrics import ConfusionMatrix, format_table
+
+    a = square(30, 30, 10, 8, 10)
+    a[0:4, 0:4] = 2
+    b_gt, b_pred = square(30, 30, 10, 8, 10), square(30, 30, 10, 11, 10)
+    m, cm = BoundaryF1(3, threshold=0.0), ConfusionMatrix(3)
+    for pred, gt in ((a, a), (b_pred, b_gt)):
+        m.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
+        cm.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
+    r = {**cm.compute(), **m.compute()}
+    assert r["image_bf"] == pytest.approx(0.7) and r["bf_score"] == pytest.approx(0.8)
+    rows = {line.split()[0]: line for line in format_table(r).splitlines()}
+    assert rows["bf_score"].split()[1] == "80.00" and "mean over classes" in rows["bf_score"]
+    assert rows["image_bf"].split()[1] == "70.00" and "computeBFmeasure.m" in rows["image_bf"]
+
+
 def test_batched_update_equals_one_image_at_a_time():
     rng = np.random.default_rng(7)
     gt = torch.from_numpy(np.stack([blobs(rng, 24, 32, 3) for _ in range(3)]))

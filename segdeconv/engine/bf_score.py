@@ -28,11 +28,14 @@ A port of alexgkendall/SegNet-Tutorial ``Scripts/computeBFmeasure.m`` and the BS
   ConfusionMatrix drops ignored pixels for the same reason); testing the whole block keeps the rule
   symmetric despite seg2bmap's half-pixel offset towards the origin.
 
-Aggregation: :class:`BoundaryF1` reports ``bf_score`` = mean over classes of the per-class mean over the
-images where the class is present (classes never present: ``None``, left out of the mean, as mIoU
-leaves out undefined classes), and ``image_bf`` = the paper's figure: the mean over images of each
-image's mean F over its present classes (the .m's ``BF_measure`` under the presence rule above; images
-without a scored class are skipped, where the .m divides by every image).
+Aggregation: :class:`BoundaryF1` reports both, and ``evaluate.py``'s table prints both (``metrics.format_table``):
+
+* ``image_bf`` — **the paper's figure**: the mean over images of each image's mean F over its present
+  classes (the .m's ``BF_measure`` under the presence rule above; images without a scored class are
+  skipped, where the .m divides by every image). Compare this one with SegNet's tables.
+* ``bf_score`` — the mean over classes of the per-class mean over the images where the class is present
+  (classes never present: ``None``, left out of the mean, as mIoU leaves out undefined classes); the
+  per-class column of the table; it weights a class seen in few images as much as a frequent one.
 """
 from __future__ import annotations
 
@@ -157,7 +160,8 @@ class BoundaryF1:
             self.totals.copy_(t)
 
     def compute(self, class_names: Optional[Sequence[str]] = None) -> dict:
-        """``bf_score`` (mean over scored classes), ``per_class_bf`` (None if never scored), ``image_bf``."""
+        """``bf_score`` (mean over scored classes), ``per_class_bf`` (None if never scored), ``image_bf`` (mean
+        over scored images: computeBFmeasure.m's aggregation, the paper's figure), ``num_images_scored``."""
         n = self.num_classes
         sums, counts = self.totals[:n], self.totals[n:2 * n]
         names = list(class_names) if class_names is not None else [str(i) for i in range(n)]

@@ -81,7 +81,12 @@ def format_table(metrics: dict) -> str:
     for name, v in metrics["per_class_iou"].items():
         b = "" if bf is None else pct(float("nan") if bf.get(name) is None else bf[name])
         rows.append(f"{name:<16}{pct(v)}{pct(dice.get(name, float('nan')))}{b}")
-    for key in ("mIoU", "mean_dice", "bf_score", "pixel_acc", "mean_acc", "fw_iou"):
+    for key in ("mIoU", "mean_dice", "bf_score", "image_bf", "pixel_acc", "mean_acc", "fw_iou"):
         if key in metrics:
-            rows.append(f"{key:<16}{100 * metrics[key]:8.2f}")
+            rows.append(f"{key:<16}{100 * metrics[key]:8.2f}{SUMMARY_NOTES.get(key, '')}")
     return "\n".join(rows)
+
+
+# The two BF aggregations (segdeconv.engine.bf_score): SegNet's tables report the image mean.
+SUMMARY_NOTES = {"bf_score": "  BF, mean over classes of each class's mean over its images",
+                 "image_bf": "  BF, mean over images of each image's class mean (computeBFmeasure.m: the paper's)"}

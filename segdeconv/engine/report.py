@@ -124,7 +124,8 @@ def _to_tensorboard(log_dir: Path, metrics: dict, cm_fig: Any, triples: list, pa
     split = metrics.get("split", "eval")
     tb = TBLogger(log_dir, palette)
     try:
-        tb.scalars({f"eval_{split}/{k}": metrics[k] for k in ("mIoU", "pixel_acc", "mean_acc", "fw_iou")}, step)
+        keys = ("mIoU", "pixel_acc", "mean_acc", "fw_iou", "bf_score", "image_bf")  # BF: class and image means
+        tb.scalars({f"eval_{split}/{k}": metrics[k] for k in keys if k in metrics}, step)
         tb.scalars({f"eval_{split}_iou/{k}": v for k, v in metrics["per_class_iou"].items()}, step)
         tb.writer.add_text(f"eval_{split}/table", "```\n" + format_table(metrics) + "\n```", step)
         tb.writer.add_figure(f"eval_{split}/confusion_matrix", cm_fig, step, close=False)
