@@ -89,7 +89,8 @@ KNOBS: dict[str, Knob] = {
     "dataset.class_names": free_form("a list of dataset.num_classes names", doc="class names (default: the dataset's own)"),
     "dataset.palette": free_form("a list of [R, G, B]", doc="class colours (default: the dataset's own)"),
     "dataset.train.transform.scale": free_form("a number ≥ 0 (×(1 ± it)) or [lo, hi]", doc="random rescaling range"),
-    "dataset.train.transform.hflip": flag(doc="random horizontal mirroring (the paper recipes of SegNet: none)"),
+    "dataset.train.transform.hflip": free_form("a probability in [0, 1] (false: none)",
+                                               doc="random horizontal mirroring (the SegNet paper recipes: none)"),
     "dataset.train.transform.color_jitter": _R(0, doc="brightness/contrast/saturation jitter strength; 0 = none"),
     "dataset.train.transform.resize": free_form("true/false (to dataset.image_size or as stored) or, for VOC, the size",
                                                 doc="resize the training images before augmenting"),
@@ -199,6 +200,9 @@ KNOBS: dict[str, Knob] = {
     "data_root": path(null=True, doc="visualize: replace the dataset root"),
     "figure_out": path(null=True, doc="visualize: also write figure.png here"),
     "visualize:num_workers": _I(0, doc="DataLoader worker processes"),
+    "recompute_bn:windows": choice("auto", "train", "eval", doc="recompute_bn: the images the statistics come from "
+                                   "(auto: the model family's training windows; eval: whole images)"),
+    "recompute_bn:batches": free_form("auto or an integer ≥ 1", doc="recompute_bn: batches averaged (auto: the family's)"),
     "recompute_bn:batch_size": _I(1, null=True, doc="null: the training's dataset.batch_size"),
     "recompute_bn:num_workers": _I(0, null=True, doc="null: the checkpoint's dataset.num_workers"),
 }

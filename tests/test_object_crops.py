@@ -96,7 +96,7 @@ def voc_root(tmp_path):
     return make_voc(tmp_path / "voc", n=16, size=(240, 260))
 
 
-SMALL = ["model.encoder.width=0.0625", "model.fc_channels=64", "dataset.val_min_size=256", "dataset.num_workers=0",
+SMALL = ["model.encoder.width=0.0625", "model.fc_channels=64", "model.encoder.weights=null", "dataset.val_min_size=256", "dataset.num_workers=0",
          "dataset.batch_size=2", "trainer.accumulate_grad_batches=1", "trainer.max_steps=1", "trainer.progress=false",
          "trainer.limit_val_images=1"]
 NOISY = ["dataset.train.min_area=1", "dataset.train.box_scale=8"]  # make_voc's masks are per-pixel noise
@@ -107,7 +107,7 @@ def test_two_stage_experiments_chain_through_init_from(voc_root, tmp_path):
 
     s1 = compose_cfg(["experiment=voc_deconvnet_stage1", f"dataset.root={voc_root}", *SMALL, *NOISY,
                       f"output_dir={tmp_path / 's1'}"])
-    assert s1.scheduler.milestones == [0.45] and s1.trainer.max_steps == 1  # SMALL shortens the 20k
+    assert s1.scheduler.milestones == [0.45, 0.9] and s1.trainer.max_steps == 1  # SMALL shortens the 20k
     fit(s1)
     ckpt = tmp_path / "s1" / "checkpoints" / "last.pt"
     s2 = compose_cfg(["experiment=voc_deconvnet_stage2", f"dataset.root={voc_root}", *SMALL,
