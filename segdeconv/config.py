@@ -215,15 +215,16 @@ def split_dataset(trained: Mapping[str, Any], chosen: Optional[DictConfig], spli
     composed = "_target_" in (chosen.get("val") or {})  # dataset=<name>, not just dataset.<key>=… overlays
     if composed and "root" in chosen and OmegaConf.is_missing(chosen, "root"):
         raise ConfigError(f"dataset={chosen.get('name', '')} needs dataset.root=/path/to/the/dataset")
-    given = OmegaConf.create(OmegaConf.to_container(chosen, resolve=True))
+    given = OmegaConf.create(container_dict(chosen, resolve=True))
     if not trained and not composed:
         raise CheckpointError(f"{ckpt_path} records no dataset; pass dataset=<name> (e.g. dataset=camvid dataset.root=…)")
+    ds: DictConfig
     if composed:
         ds = given
     else:
         overlay: dict[str, Any] = {k: v for k, v in container_dict(given, resolve=False).items()
                                    if v is not None}  # root: null
-        ds = OmegaConf.merge(OmegaConf.create(dict(trained)), overlay)
+        ds = cast(DictConfig, OmegaConf.merge(OmegaConf.create(dict(trained)), overlay))  # dict onto a dict
     if trained and int(ds.num_classes) != int(trained["num_classes"]):
         raise ConfigError(f"dataset {ds.get('name')} has {ds.num_classes} classes but the checkpoint was trained "
                           f"with {trained['num_classes']}; use a dataset with the same classes")

@@ -48,7 +48,7 @@ class Trained:
 
     @property
     def num_classes(self) -> int:
-        return int(self.model.num_classes)
+        return registry.num_classes_of(self.model)
 
     @property
     def val_batch_size(self) -> int:
@@ -73,7 +73,7 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu", key: 
         raise CheckpointError(f"{path}: {e}") from None
     load_model_state(model, ckpt[weights_key(ckpt)], path)
     model = model.to(dev).eval()
-    n = int(model.num_classes)
+    n = registry.num_classes_of(model)
     dataset_cfg, trainer = dict(cfg.get("dataset") or {}), cfg.get("trainer") or {}
     size = dataset_cfg.get("image_size")
     return Trained(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -191,6 +191,12 @@ def check_pairs(images: list[Path], masks: list[Path], skip_missing: bool, fix: 
     return list(images), list(masks)
 
 
+def dataset_len(dataset: Any) -> int:
+    """``len(dataset)``, typed: torch's ``Dataset`` does not declare ``__len__`` (an ``IterableDataset`` has
+    none), while every map-style dataset segdeconv reads (and each wrapper: Subset, Head, SeededItems) has one."""
+    return len(cast(Sized, dataset))
+
+
 def unwrapped(dataset: Any) -> Any:
     """The dataset inside wrappers (``Subset``, ``Head``, ``SeededItems``: each holds it as ``.dataset``)."""
     while hasattr(dataset, "dataset"):
@@ -274,9 +280,17 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def named_split(self) -> str:
+        """``split`` of a dataset with named splits (``SPLITS``), where ``__init__`` refused any other
+        value, None included."""
+        if self.split is None:
+            raise DataError(f"{type(self).__name__} needs a split; fix: set dataset.*.split / split=...")
+        return self.split
+
     def subsplits(self) -> tuple[str, ...]:
-        """The plain splits a (possibly union) split is made of: trainval -> (train, val)."""
-        return self.UNIONS.get(self.split, (self.split,))
+        """The plain splits a (possibly union) named split is made of: trainval -> (train, val)."""
+        split = self.named_split()
+        return self.UNIONS.get(split, (split,))
 
     def _set_pairs(self, images: list[Path], masks: list[Path], check: bool = True,
                    skip_missing: bool = False, where: Optional[Path] = None) -> None:

@@ -96,12 +96,13 @@ class SUNRGBD(SegmentationDataset):
 
     def _download_pairs(self) -> tuple[list[Path], list[Path]]:
         """Images of the split and their labels by number (train labels are offset by 5,050)."""
-        img_dir = require_dir(self.root / DOWNLOAD_DIRS[self.split], f"SUN RGB-D {self.split} "
-                              "image folder", f"untar {DOWNLOAD_DIRS[self.split]}.tgz into "
+        split = self.named_split()
+        img_dir = require_dir(self.root / DOWNLOAD_DIRS[split], f"SUN RGB-D {split} "
+                              "image folder", f"untar {DOWNLOAD_DIRS[split]}.tgz into "
                               f"{self.root}; {LAYOUT}")
-        label_dirs = [self.root / d for d in LABEL_DIRS[self.split] if (self.root / d).is_dir()]
+        label_dirs = [self.root / d for d in LABEL_DIRS[split] if (self.root / d).is_dir()]
         if not label_dirs:
-            raise data_error(self.root, f"has no {' or '.join(d + '/' for d in LABEL_DIRS[self.split])}",
+            raise data_error(self.root, f"has no {' or '.join(d + '/' for d in LABEL_DIRS[split])}",
                              "untar sunrgbd_train_test_labels.tar.gz (from ankurhanda/sunrgbd-meta-data) "
                              f"into {self.root}")
         images = self._images(img_dir)
@@ -118,8 +119,9 @@ class SUNRGBD(SegmentationDataset):
         return images, masks
 
     def _folder_pairs(self) -> tuple[list[Path], list[Path]]:
-        fix = f"put the {self.split} images in image/{self.split}/ and labels in label37/{self.split}/; {LAYOUT}"
-        img_dir = require_dir(self.root / "image" / self.split, "SUN RGB-D image folder", fix)
-        lab_dir = require_dir(self.root / "label37" / self.split, "SUN RGB-D 37-class label folder", fix)
+        split = self.named_split()
+        fix = f"put the {split} images in image/{split}/ and labels in label37/{split}/; {LAYOUT}"
+        img_dir = require_dir(self.root / "image" / split, "SUN RGB-D image folder", fix)
+        lab_dir = require_dir(self.root / "label37" / split, "SUN RGB-D 37-class label folder", fix)
         images = self._images(img_dir)
         return images, [lab_dir / f"{p.stem}.png" for p in images]

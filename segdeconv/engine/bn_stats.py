@@ -167,9 +167,11 @@ def recompute_bn_statistics(model: nn.Module, loader: Iterable[Any], device: tor
     finally:
         for m, (momentum, _) in zip(bns, saved):
             m.momentum = momentum
-        for m, mode in modes:
-            m.training = mode
-    unreached = [(m, bufs) for m, (_, bufs) in zip(bns, saved) if int(m.num_batches_tracked) == 0]
+        for module, mode in modes:
+            module.training = mode
+    # batch_norms keeps layers with track_running_stats, which always have num_batches_tracked
+    unreached = [(m, bufs) for m, (_, bufs) in zip(bns, saved)
+                 if m.num_batches_tracked is not None and int(m.num_batches_tracked) == 0]
     for m, bufs in unreached:
         _restore(m, bufs)
     if unreached:

@@ -105,6 +105,7 @@ def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Option
         if found is None:
             log.info("trainer.resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
         return found
+    assert path is not None  # path None returned above unless resume=auto, which returned too
     ckpt = load_checkpoint(path, key="trainer.resume")
     check_resumable(ckpt, path)
     return path, ckpt

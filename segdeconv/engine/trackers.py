@@ -12,7 +12,7 @@ import importlib.util
 import inspect
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, cast
 
 from segdeconv.engine.logger import TBLogger, finite_scalars, image_grid, metric_scalars
 from segdeconv.engine.tracker_checks import check_wandb, read_run_record, tracker_error
@@ -136,7 +136,8 @@ class WandbLogger:
 
         check_wandb({"mode": mode})  # also in check_config: an online run needs a key, looked for locally
         self.wandb, self.palette = wandb, palette
-        self.run = wandb.init(project=project, dir=str(out_dir), mode=mode, config=dict(config),
+        wandb_mode = cast(Literal["online", "offline", "disabled"], mode)  # check_wandb refused any other mode
+        self.run = wandb.init(project=project, dir=str(out_dir), mode=wandb_mode, config=dict(config),
                               name=run_name or run_label(out_dir))
 
     def scalars(self, values: dict, step: int) -> None:

@@ -17,13 +17,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segdeconv import __version__
+from segdeconv.data.base import dataset_len
 from segdeconv.data.labelled import UNDEFINED, LabelWatch, no_labelled_pixel, require_labelled, split_name
 from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
 from segdeconv.engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -106,7 +107,7 @@ class Trainer:
 
     def _loaders(self) -> None:
         s, info = self.settings, self.dist
-        self.train_sampler = EpochSampler(len(self.train_ds), True, s.seed, info.world_size, info.rank)
+        self.train_sampler = EpochSampler(dataset_len(self.train_ds), True, s.seed, info.world_size, info.rank)
         self.train_loader = DataLoader(
             self.train_ds, batch_size=s.batch_size, sampler=self.train_sampler, drop_last=True,
             generator=loader_generator(s.seed), num_workers=s.num_workers, pin_memory=self.device.type == "cuda",
@@ -114,7 +115,7 @@ class Trainer:
         self.val_loader = eval_loader(self.val_ds, s.val_batch_size, s.num_workers, self.device, info.rank,
                                       info.world_size)
         if len(self.train_loader) == 0:
-            raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {len(self.train_ds)} training "
+            raise ConfigError(f"dataset.batch_size={s.batch_size} is larger than the {dataset_len(self.train_ds)} training "
                               f"images (per process); lower dataset.batch_size")
         if len(self.train_loader) < s.accumulate_grad_batches:
             raise ConfigError(f"trainer.accumulate_grad_batches={s.accumulate_grad_batches} needs that many micro-batches per epoch "
@@ -183,7 +184,8 @@ class Trainer:
     def _train_epoch(self) -> None:
         st, s = self.state, self.settings
         self.train_sampler.set_epoch(st.epoch, start=st.batch_in_epoch * s.batch_size)
-        self.train_ds.epoch = st.epoch
+        # any dataset object takes the attribute; SeededItems (what tasks.train passes) seeds items with it
+        cast(Any, self.train_ds).epoch = st.epoch
         self.train_loader.generator = loader_generator(s.seed, st.epoch)  # worker seeds = f(seed, epoch)
         step_cfg = StepConfig(self.device, self.rt.amp_dtype, s.accumulate_grad_batches, self.rt.channels_last, s.grad_clip,
                               s.skip_nonfinite_steps)
@@ -224,7 +226,7 @@ class Trainer:
 
         t0 = time.perf_counter()
         model = self.ema.module if self.ema is not None else self.model  # what is shipped is what is scored
-        cm = evaluate(model, self.val_loader, self.model.num_classes, self.device, self.rt.amp_dtype,
+        cm = evaluate(model, self.val_loader, registry.num_classes_of(self.model), self.device, self.rt.amp_dtype,
                       self.settings.ignore_index, self.rt.channels_last, on_batch=keep)
         cm.all_reduce()
         m = cm.compute(self.class_names)

@@ -100,7 +100,8 @@ def onnx_bytes(model: nn.Module, example: Tensor, opset: int = 17, metadata: Opt
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()
     with _quiet_tracing(), torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=check_opset(opset),
+        # the stub lists paths only; export writes to a file-like object too (documented, and how this always ran)
+        torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=check_opset(opset),  # type: ignore[arg-type]
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())

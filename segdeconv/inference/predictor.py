@@ -114,7 +114,7 @@ class Predictor:
         self.min_side = min_input_side(model)
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: Optional[str] = None,
+    def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "auto", precision: Optional[str] = None,
                         tta: Any = None, window: Any = None, input_size: SizeSpec = "auto",
                         crf: Any = None, optimize: bool = True, mc_samples: Optional[int] = None,
                         mc_seed: int = 0, quantize: Optional[str] = None,

@@ -23,7 +23,7 @@ import os
 import platform
 import shutil
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,8 @@ class Int8Model(nn.Module):
 
     ``input_hw`` is the only spatial size it runs at; ``parity`` compares it with the fp32 model on the
     calibration images (argmax agreement, max |Δlogit| / max |logit|)."""
+
+    compiled: Callable[..., Tensor]  # torch.compile(program), set in __init__ outside the submodules
 
     def __init__(self, program: nn.Module, input_hw: tuple[int, int], num_classes: int,
                  parity: dict[str, float], mixed_bf16: bool = False) -> None:
@@ -144,7 +146,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], max_batches: 
         raise UserError("quantize=int8 needs calibration images (a few representative inputs) and none were given: "
                         "predict.py calibration=<folder> or calibration_images=N (> 0); Predictor: "
                         "calibration=[images]")
-    hw = tuple(batches[0].shape[-2:])
+    hw = (int(batches[0].shape[-2]), int(batches[0].shape[-1]))
     if any(tuple(b.shape[-2:]) != hw for b in batches):
         raise UserError(f"int8 calibration images must share one size (first {hw[0]}×{hw[1]}): calibrate on "
                         f"images resized to the size the model runs at (predict.py does; for evaluate.py "

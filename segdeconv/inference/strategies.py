@@ -138,6 +138,7 @@ def sliding_window(model: nn.Module, images: Tensor, window: tuple[int, int],
                 acc = images.new_zeros((images.shape[0], tile.shape[1], h, w), dtype=torch.float32)
             acc[..., y:y + win[0], x:x + win[1]] += tile * weight
             norm[y:y + win[0], x:x + win[1]] += weight
+    assert acc is not None  # _starts never returns an empty list: at least one tile ran
     return (acc / norm).clamp_min_(1e-12).log_()
 
 
@@ -166,6 +167,8 @@ def tta(model: nn.Module, images: Tensor, flip: bool = False, scales: Sequence[f
         logits = _resize(logits.flip(-1) if flipped else logits, size)
         probs = logits.softmax(1)
         total = probs if total is None else total + probs
+    if total is None:  # no scales: nothing to average (as before, an error)
+        raise TypeError("tta needs at least one scale")
     return (total / len(views)).clamp_min_(1e-12).log_()
 
 
@@ -193,6 +196,7 @@ def make_predict_fn(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any =
         return mc
     fn: Optional[PredictFn] = None
     if s.window is not None:
+        assert s.stride is not None  # SlidingConfig.from_any sets the stride whenever it sets the window
         fn = partial(sliding_window, window=s.window, stride=s.stride, blend=s.blend)
     if not t.trivial:
         fn = partial(tta, flip=t.flip, scales=t.scales, base=fn or plain)
@@ -210,5 +214,6 @@ def describe(tta_cfg: Any = None, sliding_cfg: Any = None, crf_cfg: Any = None,
     out: dict = {"tta": {"flip": t.flip, "scales": list(t.scales)}, "sliding": None, "crf": _crf_on(crf_cfg),
                  "mc_samples": mc_samples, "mc_seed": mc_seed if mc_samples is not None else None}
     if s.window is not None:
+        assert s.stride is not None  # SlidingConfig.from_any sets the stride whenever it sets the window
         out["sliding"] = {"window": list(s.window), "stride": list(s.stride), "blend": s.blend}
     return out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Union
+from typing import Iterable, Union, cast
 
 from torch import Tensor, nn
 
@@ -62,8 +62,9 @@ class MirroredDecoder(nn.Module):
         self.lean = lean
 
     def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
+        stages = cast(Iterable[nn.Sequential], self.stages)  # __init__ appends only nn.Sequential stages
         with lean_graph.lean_scope(self.lean) as lean:
-            for i, (stage, sw) in enumerate(zip(self.stages, reversed(switches))):
+            for i, (stage, sw) in enumerate(zip(stages, reversed(switches))):
                 if stage_is_checkpointed(self.checkpoint, len(self.stages) - 1 - i):  # keep the input, recompute in backward
                     x = checkpointed(stage, partial(self._stage, stage), x, sw)
                 elif lean:

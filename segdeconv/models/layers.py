@@ -74,7 +74,7 @@ class Unpool(nn.Module):
     def forward(self, x: Tensor, switches: Switches) -> Tensor:
         if switches.indices.dtype == torch.uint8:
             return _compact_ops().max_unpool2x2(x, switches.indices, switches.size)
-        return F.max_unpool2d(x, switches.indices, 2, 2, output_size=switches.size)
+        return F.max_unpool2d(x, switches.indices, (2, 2), (2, 2), output_size=switches.size)
 
 
 def conv_bn_relu(

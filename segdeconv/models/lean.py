@@ -179,7 +179,10 @@ class Workspace:
         return torch.empty(0, dtype=meta.dtype, device=device).set_(storage, 0, meta.shape, meta.stride())
 
     def _free(self, nbytes: int) -> Optional[torch.UntypedStorage]:
-        fits = [s for s in self.storages if nbytes <= s.nbytes() <= 2 * nbytes and self._uses(s._cdata) == 1]
+        uses = self._uses
+        if uses is None:  # _take keeps no storages when use counts cannot be read
+            return None
+        fits = [s for s in self.storages if nbytes <= s.nbytes() <= 2 * nbytes and uses(s._cdata) == 1]
         return min(fits, key=lambda s: s.nbytes()) if fits else None
 
 
@@ -207,7 +210,9 @@ def _batch_norm_again(bn: nn.BatchNorm2d) -> Step:
     statistics as they were. On CPU into workspace memory: ``native_batch_norm.out`` is the kernel
     ``F.batch_norm`` itself ends in, with an output laid out as that one's."""
     training = bn.training or (bn.running_mean is None and bn.running_var is None)
-    stats = None if bn.running_mean is None else (bn.running_mean.clone(), bn.running_var.clone())
+    # a BatchNorm has both running statistics (track_running_stats) or neither
+    stats = None if bn.running_mean is None or bn.running_var is None else \
+        (bn.running_mean.clone(), bn.running_var.clone())
 
     def again(z: Tensor, ws: Workspace) -> Tensor:
         rm, rv = (None, None) if stats is None else (stats[0].clone(), stats[1].clone())

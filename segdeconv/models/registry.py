@@ -84,6 +84,13 @@ def build(arch: Mapping[str, Any], where: str = "model", pretrained: bool = Fals
     return model
 
 
+def num_classes_of(model: nn.Module) -> int:
+    """``model.num_classes``, the int attribute every segdeconv model sets (``nn.Module.__getattr__``
+    types attribute access as ``Tensor | Module``)."""
+    n: Any = model.num_classes
+    return int(n)
+
+
 def _check_kwargs(fn: Builder, kwargs: Mapping[str, Any], name: str, where: str) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):

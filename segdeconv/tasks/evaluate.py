@@ -51,12 +51,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, ckpt_path=cfg.ckpt_path)
     check_output_file(Path(cfg.output_dir) / "metrics.json", [cfg.ckpt_path, *dataset_inputs(dataset)], "output_dir")
     workers = cfg.num_workers if cfg.num_workers is not None else trained.dataset_cfg.get("num_workers", 0)
-    loader = eval_loader(dataset, int(cfg.batch_size or trained.val_batch_size), int(workers), device,
-                         info.rank, info.world_size)
-    model, ignore_index = trained.model, trained.ignore_index
+    batch_size = int(cfg.batch_size or trained.val_batch_size)
+    loader = eval_loader(dataset, batch_size, int(workers), device, info.rank, info.world_size)
+    model, ignore_index, num_classes = trained.model, trained.ignore_index, trained.num_classes
     report = cfg.get("report") or {}
-    worst = WorstImages(int(report.get("worst_k", 8)), model.num_classes, ignore_index)
-    bf = BoundaryF1(model.num_classes, ignore_index) if report.get("bf_score", True) else None
+    worst = WorstImages(int(report.get("worst_k", 8)), num_classes, ignore_index)
+    bf = BoundaryF1(num_classes, ignore_index) if report.get("bf_score", True) else None
 
     def on_batch(images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor) -> None:
         worst(images, masks, pred)
@@ -66,13 +66,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     # the layout training validated with (NHWC vs NCHW can move bf16 logits by an ulp): same numbers
     channels_last = resolve_channels_last(trained.channels_last, device, amp_dtype)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
+    qmodel: Optional[Int8Model] = None
     if quant:  # the checkpoint's own numbers first, then the int8 model's on the same images
-        cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last, predict=predict)
+        cm = evaluate(model, loader, num_classes, device, amp_dtype, ignore_index, channels_last, predict=predict)
         cm.all_reduce()
         reference = cm.compute(trained.class_names)
-        model, amp_dtype, channels_last = _int8_model(trained, cfg, loader.batch_size, amp_dtype), None, False
+        qmodel = _int8_model(trained, cfg, batch_size, amp_dtype)  # the int8 model keeps num_classes
+        model, amp_dtype, channels_last = qmodel, None, False
     t0 = time.perf_counter()
-    cm = evaluate(model, loader, model.num_classes, device, amp_dtype, ignore_index, channels_last,
+    cm = evaluate(model, loader, num_classes, device, amp_dtype, ignore_index, channels_last,
                   predict=predict, on_batch=on_batch)
     cm.all_reduce()  # torchrun: each rank saw its own unpadded shard; the sum is the whole split
     if bf is not None:
@@ -87,8 +89,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
              precision=getattr(model, "precision", str(amp_dtype or "fp32")),
              images_per_s=round(len(dataset) / seconds, 3),
              **describe(cfg.get("tta"), cfg.get("sliding"), cfg.get("crf"), *mc))
-    if quant:
-        m.update(_int8_report(m, reference, model))
+    if qmodel is not None:  # quant
+        m.update(_int8_report(m, reference, qmodel))
     if info.is_main:  # only rank 0 writes (its worst-IoU grid covers its own shard)
         _write_outputs(Path(cfg.output_dir), m, cm, worst, trained, dataset, report)
     return m

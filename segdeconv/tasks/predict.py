@@ -65,11 +65,16 @@ def save_prediction(out: Path, name: Path, rgb: np.ndarray, mask: np.ndarray, p:
                     kinds: Sequence[str], alpha: float, lut: np.ndarray,
                     uncertainty: Optional[np.ndarray] = None) -> None:
     """Write the requested kinds of ``mask`` (and the 8-bit ``uncertainty`` map) under ``out/<kind>/<name>``."""
+    def uncertainty_png() -> Image.Image:
+        if uncertainty is None:  # callers pass the map whenever kinds holds "uncertainty"
+            raise ValueError("no uncertainty map to save")
+        return Image.fromarray(uncertainty, mode="L")
+
     images = {
         "index": lambda: _palette_png(mask, lut),
         "color": lambda: Image.fromarray(p.colorize(mask)),
         "overlay": lambda: Image.fromarray(p.overlay(rgb, mask, alpha)),
-        "uncertainty": lambda: Image.fromarray(uncertainty, mode="L"),
+        "uncertainty": uncertainty_png,
     }
     for kind in kinds:
         write_image(out / kind / name, images[kind](), "prediction")  # the one writer: never over a device

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from segdeconv.config import split_dataset
-from segdeconv.data.base import dataset_inputs
+from segdeconv.data.base import dataset_inputs, dataset_len
 from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import image_format
@@ -94,7 +94,7 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     t1 = time.perf_counter()
     tiles = collect_tiles(projector, dataset, tables, methods_of(cfg), bool(cfg.progress))
     t2 = time.perf_counter()
-    n = len(dataset) if cfg.get("limit") is None else min(int(cfg.limit), len(dataset))
+    n = dataset_len(dataset) if cfg.get("limit") is None else min(int(cfg.limit), dataset_len(dataset))
     facts = {"checkpoint": str(cfg.ckpt_path), "dataset": f"{type(dataset).__name__} split={cfg.split} ({n} images)",
              "method": ", ".join(methods_of(cfg)), "layers": ", ".join(layers), "channels": ", ".join(map(str, channels)),
              "search": f"{t1 - t0:.1f} s", "projections": f"{t2 - t1:.1f} s"}

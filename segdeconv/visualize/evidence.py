@@ -22,7 +22,7 @@ and in eval mode; both are restored afterwards. Compact (uint8) switches have th
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -132,9 +132,9 @@ def backward_rule(model: nn.Module, method: str) -> Iterator[nn.Module]:
     relus = [m for m in modules if isinstance(m, nn.ReLU)] if method != "gradient" else []
     model.eval()
     for m, _ in leans:
-        m.lean = False
-    for m in relus:
-        m.forward = lambda x, _m=method: _RuleReLU.apply(x, _m)  # instance attribute: shadows ReLU.forward
+        cast(Any, m).lean = False  # a plain bool attribute (checked above); Module types attributes as Tensor | Module
+    for m in relus:  # an instance attribute shadows ReLU.forward (a method, which mypy will not let be assigned)
+        cast(Any, m).forward = lambda x, _m=method: _RuleReLU.apply(x, _m)
     try:
         yield model
     finally:

@@ -11,7 +11,7 @@ Boxes are ``(y0, y1, x0, x1)`` half-open ranges in a layer's map coordinates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from torch import Tensor, nn
 
@@ -19,6 +19,7 @@ from segdeconv.errors import ConfigError
 from segdeconv.models.layers import Pool
 
 Box = tuple[int, int, int, int]
+Modules = Union[Sequence[nn.Module], nn.Sequential]  # a layer stack: a list of modules or a Sequential (slice)
 # Modules that act on every position separately: they keep the box and the size unchanged.
 ELEMENTWISE = (nn.ReLU, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
 
@@ -66,7 +67,7 @@ def window(m: nn.Module) -> Optional[Window]:
     )
 
 
-def map_sizes(modules: Sequence[nn.Module], size: tuple[int, int]) -> list[tuple[int, int]]:
+def map_sizes(modules: Modules, size: tuple[int, int]) -> list[tuple[int, int]]:
     """``sizes[i]``: the (H, W) entering ``modules[i]``; ``sizes[-1]``: leaving the last one."""
     sizes = [size]
     for m in modules:
@@ -93,7 +94,7 @@ def _clip(lo: int, hi: int, n: int) -> tuple[int, int]:
     return max(lo, 0), min(hi, n)
 
 
-def plan_crop(modules: Sequence[nn.Module], size: tuple[int, int], top: Box) -> list[CropStep]:
+def plan_crop(modules: Modules, size: tuple[int, int], top: Box) -> list[CropStep]:
     """Boxes of every layer needed to compute (and project) the outputs ``top`` of the last module.
 
     Walks down from ``top``: each conv/pool box becomes its input span clipped to the map; the
@@ -118,7 +119,7 @@ def plan_crop(modules: Sequence[nn.Module], size: tuple[int, int], top: Box) -> 
     return steps[::-1]
 
 
-def receptive_box(modules: Sequence[nn.Module], y: int, x: int) -> Box:
+def receptive_box(modules: Modules, y: int, x: int) -> Box:
     """The receptive field of unit ``(y, x)`` after ``modules``, in input pixels, *unclipped*.
 
     Its size is the layer's receptive-field size everywhere (e.g. 40 px for VGG16 conv3_3, 196 for

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +165,7 @@ class Projector:
     @classmethod
     def from_model(cls, model: nn.Module) -> "Projector":
         """The projector of ``model``'s VGG encoder (``model.encoder`` or ``model`` itself)."""
-        enc = getattr(unwrap(model), "encoder", model)
+        enc: Any = getattr(unwrap(model), "encoder", model)  # duck-typed: .features and .conv_layers, checked here
         if not (isinstance(getattr(enc, "features", None), nn.Sequential) and hasattr(enc, "conv_layers")):
             raise ConfigError(f"{type(model).__name__} has no VGG encoder (.encoder.features) to project through")
         return cls(enc.features, block_names(enc.features, enc.conv_layers()))
@@ -218,7 +218,7 @@ class Projector:
     def record(self, image: Tensor, layer: str, top: Box) -> Recording:
         """Forward pass on the crop that box ``top`` of ``layer`` needs, keeping masks and switches."""
         x = _as_batch(image).to(self.device)
-        steps = plan_crop(self.features[:self.layer_index(layer) + 1], tuple(x.shape[-2:]), top)
+        steps = plan_crop(self.features[:self.layer_index(layer) + 1], (x.shape[-2], x.shape[-1]), top)
         x = crop(x, full_box(x), steps[0].in_box).contiguous(memory_format=torch.channels_last)
         active: dict[int, Tensor] = {}
         switches: dict[int, Switches] = {}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from segdeconv.data.base import dataset_len
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from segdeconv.engine.logger import progress
 from segdeconv.errors import ConfigError
@@ -112,7 +113,7 @@ def search_topk(projector: Projector, dataset: Dataset, layers: Sequence[str], c
     in memory.
     """
     check_selection(projector, layers, channels, k)
-    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    n = dataset_len(dataset) if limit is None else min(int(limit), dataset_len(dataset))
     if n < 1:
         raise ConfigError("the dataset split is empty (or limit=0); nothing to search")
     tables = {layer: TopK.empty(layer, channels, k) for layer in layers}
