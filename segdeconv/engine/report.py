@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from segdeconv.engine.logger import TBLogger, image_row
+from segdeconv.engine.writer import write_figure
 
 
 def image_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> float:
@@ -100,13 +101,13 @@ def write_report(out: Path, mat: Tensor, metrics: dict, worst: Optional[WorstIma
     class_names = list(metrics["per_class_iou"])
     files: dict[str, str] = {}
     cm_fig = confusion_figure(mat, class_names, f"Confusion matrix, {split} (rows normalized)")
-    cm_fig.savefig(out / "confusion_matrix.png", dpi=120)
+    write_figure(out / "confusion_matrix.png", cm_fig, "confusion matrix", dpi=120)
     files["confusion_matrix"] = str(out / "confusion_matrix.png")
     triples = worst.worst() if worst is not None else []
     if triples:
         rows = [(f"{_name(names, i)} — image IoU {100 * iou:.1f}%   (image | ground truth | prediction)",
                  image_row(img, mask, pred, palette)) for iou, i, (img, mask, pred) in triples]
-        worst_figure(rows).savefig(out / "worst_iou.png", dpi=100)
+        write_figure(out / "worst_iou.png", worst_figure(rows), "worst-IoU figure", dpi=100)
         files["worst_iou"] = str(out / "worst_iou.png")
     if tensorboard:
         _to_tensorboard(out / "tb", metrics, cm_fig, [d for _, _, d in triples], palette, step)

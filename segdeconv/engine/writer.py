@@ -178,6 +178,13 @@ def write_image(dst: PathLike, image: Any, what: str = "image", key: Optional[st
     return write_file(dst, lambda f: f.write(buf.getbuffer()), what)
 
 
+def write_figure(dst: PathLike, fig: Any, what: str = "figure", **options: Any) -> Path:
+    """A matplotlib figure, rendered in memory in the format ``dst``'s suffix names, then :func:`write_file`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(dst).suffix.lstrip(".").lower() or "png", **options)
+    return write_file(dst, lambda f: f.write(buf.getbuffer()), what)
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -6,7 +6,6 @@ search → projections → per-layer PNGs, ``figure.png`` (all layers), ``index.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from segdeconv.config import split_dataset
 from segdeconv.data.base import dataset_inputs, dataset_len
 from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
-from segdeconv.engine.writer import image_format
+from segdeconv.engine.writer import image_format, write_json
 from segdeconv.errors import ConfigError
 from segdeconv.trained import load_trained
 from segdeconv.visualize.projection import Projector, check_method
@@ -55,7 +54,7 @@ def _write(out: Path, cfg: DictConfig, tiles: dict[str, LayerTiles], facts: dict
     copy_to = Path(cfg.figure_out) if cfg.get("figure_out") else None
     save_png(combined, out / "figure.png", copy_to)
     write_index(out / "index.html", "Zeiler & Fergus projections", facts, pngs, tiles)
-    (out / "topk.json").write_text(json.dumps({layer: _table_json(t.table) for layer, t in tiles.items()}, indent=1))
+    write_json(out / "topk.json", {layer: _table_json(t.table) for layer, t in tiles.items()}, "top-k table")
     log_tensorboard(out / "tb", {**figures, "all_layers": combined})
     return pngs
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from segdeconv.engine.writer import write_image, write_text
 from segdeconv.visualize.topk import LayerTiles
 
 HEADER = 16  # px of text above a channel block
@@ -137,7 +138,7 @@ def write_index(path: Path, title: str, facts: dict[str, str], figures: dict[str
             cells = ", ".join(f"{float(v):.3g} (#{int(i)})" for v, i in zip(table.values[s], table.image[s]) if i >= 0)
             parts.append(f"<tr><td>{c}</td><td style='text-align:left'>{esc(cells)}</td></tr>")
         parts.append("</table>")
-    path.write_text("\n".join(parts) + "\n")
+    write_text(path, "\n".join(parts) + "\n", "index page")
 
 
 def log_tensorboard(log_dir: Path, figures: dict[str, Image.Image], step: int = 0) -> None:
@@ -154,10 +155,10 @@ def log_tensorboard(log_dir: Path, figures: dict[str, Image.Image], step: int = 
 
 def save_png(fig: Image.Image, path: Path, copy_to: Optional[Path] = None) -> Path:
     """Write ``fig`` as PNG (and a copy, e.g. for docs/); returns ``path``."""
-    fig.save(path, optimize=True)
+    write_image(path, fig, "figure", optimize=True)
     if copy_to is not None:
         copy_to.parent.mkdir(parents=True, exist_ok=True)
-        fig.save(copy_to, optimize=True)
+        write_image(copy_to, fig, "figure", key="figure_out", optimize=True)
     return path
 
 
