@@ -168,7 +168,7 @@ KNOBS: dict[str, Knob] = {
     "progress": flag(doc="a progress bar"),
     "calibration_images": _I(1, doc="int8: calibration images"),
     "precision": choice("auto", "fp32", "bf16", "fp16", null=True, doc="null: the checkpoint's trainer.precision"),
-    "quantize": choice("int8", null=True, doc="int8: PT2E static int8 on the CPU (pip install \"segdeconv[int8]\")"),
+    "quantize": free_form("null or int8", doc="int8: PT2E static int8 on the CPU (pip install \"segdeconv[int8]\")"),
     "calibration": path(null=True, doc="predict: int8 calibration images folder; null = the first inputs"),
     "mc_samples": free_form("null or an integer ≥ 1", doc="Monte-Carlo dropout passes (Bayesian SegNet); null = one pass"),
     "mc_seed": _I(0, doc="Monte-Carlo dropout masks from manual_seed(mc_seed) per image"),

@@ -101,7 +101,8 @@ def boundary_f1(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index
     """Per-class BF of one (H, W) image: (F of shape (C,), NaN where not scored; present mask (C,))."""
     if pred.shape != gt.shape or gt.ndim != 2:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} must be the same (H, W)")
-    theta = tolerance_px(*gt.shape, threshold)
+    h, w = gt.shape
+    theta = tolerance_px(h, w, threshold)
     classes = np.arange(num_classes)[:, None, None]
     bp, bg = boundary_maps(pred[None] == classes), boundary_maps(gt[None] == classes)
     counted = _block_valid(gt != ignore_index)

@@ -122,7 +122,9 @@ class DeconvNet(nn.Module):
             return  # (checked first: no second read of the weights file the encoder already loaded)
         state, _ = read_weights(weights, self.encoder)
         w6, w7 = state.get("classifier.0.weight"), state.get("classifier.3.weight")
-        conv6, conv7 = self.fc6[0], self.fc7[0]
+        conv6, conv7 = self.fc6[0], self.fc7[0]  # Sequential(Conv2d, …) by construction (_fc_block)
+        assert isinstance(conv6, nn.Conv2d) and isinstance(conv7, nn.Conv2d)
+        assert conv6.bias is not None and conv7.bias is not None  # nn.Conv2d(…, bias=True), the default
         if w6 is None or w7 is None or w6.numel() != conv6.weight.numel() or w7.numel() != conv7.weight.numel():
             return  # features-only file or a narrowed model: fc layers keep their random init
         with torch.no_grad():

@@ -14,7 +14,7 @@ the prototxt expects its weights from a pretrained model.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Union
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -31,13 +31,13 @@ def check_init(init: str) -> str:
     return init
 
 
-def true_fans(conv: nn.Module) -> tuple[int, int]:
+def true_fans(conv: Union[nn.Conv2d, nn.ConvTranspose2d]) -> tuple[int, int]:
     """(fan_in, fan_out) of a (transposed) convolution with groups=1: inputs feeding one output
     value, and outputs one input value reaches (for a stride-1 transposed conv: in·k², out·k²)."""
     w = conv.weight
     rf = w[0][0].numel()  # kh·kw
     c_out, c_in = (w.shape[1], w.shape[0]) if isinstance(conv, nn.ConvTranspose2d) else (w.shape[0], w.shape[1])
-    return c_in * rf, c_out * rf
+    return int(c_in * rf), int(c_out * rf)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from segdeconv.config import build_model, check_config, class_info, dataset_classes, instantiate_node, make_criterion, val_batch_size
+from segdeconv.config import build_model, check_config, class_info, container_dict, dataset_classes, instantiate_node, make_criterion, val_batch_size
 from segdeconv.data.base import refuse_overlap
 from segdeconv.data.sampler import Head, SeededItems
 from segdeconv.engine.distributed import env_info
@@ -121,7 +121,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     criterion = make_criterion(cfg, train_ds, settings.out_dir, runtime.device, runtime.dist.is_main)
     return Trainer(settings, runtime, model, train_ds, val_ds, criterion, optimizer_factory(cfg.optimizer, model),
                    instantiate_node(cfg.scheduler, "scheduler"), class_names, palette,
-                   OmegaConf.to_container(cfg, resolve=True))
+                   container_dict(cfg, resolve=True))
 
 
 def record_run(cfg: DictConfig, out: Path) -> None:
