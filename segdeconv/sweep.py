@@ -1,7 +1,7 @@
 """Hydra multiruns (``-m``, e.g. the Optuna sweeper): settings checked before the first job, failed jobs
 reported to the sweeper.
 
-* :func:`check_sweeper` (``cli.RunDirGuard.on_multirun_start``) refuses, before any trial runs, what
+* :func:`check_sweeper` (``run_dir_guard.RunDirGuard.on_multirun_start``) refuses, before any trial runs, what
   Optuna would only reject mid-sweep with a traceback: ``n_trials < 1``, an unknown ``direction``, an
   inverted or non-positive-log interval, a storage in a read-only place. A failed trial is counted as
   failed and the sweep goes on (``hydra.sweeper.max_failure_rate`` defaults to 1.0 here; set it lower

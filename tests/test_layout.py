@@ -7,8 +7,10 @@ from pathlib import Path
 from conftest import REPO
 
 PKG = REPO / "segdeconv"
-# The modules allowed to import hydra/omegaconf: the task layer, the config-wiring module, the CLI glue.
-HYDRA_ALLOWED = ("segdeconv.tasks.", "segdeconv.config", "segdeconv.cli")
+# The modules allowed to import hydra/omegaconf: the task layer, the config wiring and its cross-key rules,
+# the CLI glue, its run-dir guard (a Hydra callback) and the sweeper glue.
+HYDRA_ALLOWED = ("segdeconv.tasks.", "segdeconv.config", "segdeconv.cli", "segdeconv.run_dir_guard", "segdeconv.rules",
+                 "segdeconv.sweep")
 
 
 def module_name(path: Path) -> str:

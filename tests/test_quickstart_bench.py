@@ -1,5 +1,5 @@
 """benchmarks/quickstart.py end to end on a tiny task: one row per seed, parsed from train.py's own log; the
-``--no-decoder`` ablation builds ``benchmarks/no_decoder.py`` through ``model._target_`` (no library change)."""
+``--no-decoder`` ablation builds ``benchmarks/no_decoder.py`` through ``model.name=no_decoder:NoDecoder`` (no library change)."""
 import re
 
 import pytest
@@ -15,7 +15,7 @@ def rows(stdout: str) -> list[tuple[str, ...]]:
     return re.findall(r"^\| (\d+) \| (\w+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| cpu, ", stdout, re.M)
 
 
-@pytest.mark.parametrize("ablation,model", [(["--no-decoder"], "NoDecoder"), ([], "SegNet")])
+@pytest.mark.parametrize("ablation,model", [(["--no-decoder"], "NoDecoder"), ([], "segnet")])
 def test_trains_and_reports_one_row_per_seed(ablation, model):
     """Options and overrides in any order; each row names the model train.py actually built."""
     args = ablation + ["--threads", "1", "--seeds", "3", *TINY[:2], "--avx2", *TINY[2:]]

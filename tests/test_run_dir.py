@@ -14,9 +14,9 @@ from pathlib import Path
 from cli_helpers import cli_env, run_cli, tiny, tree_digest
 from conftest import REPO
 
-from segdeconv.cli import _fresh_dir
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.rundir import LOCK_NAME, RunLock, lock_holder
+from segdeconv.run_dir_guard import _fresh_dir
 
 
 def error_lines(r: subprocess.CompletedProcess) -> list[str]:

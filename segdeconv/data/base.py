@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence, Sized, cast
+from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -189,30 +189,6 @@ def check_pairs(images: list[Path], masks: list[Path], skip_missing: bool, fix: 
         pairs = [(i, m) for i, m in zip(images, masks) if i not in drop]
         images, masks = [i for i, _ in pairs], [m for _, m in pairs]
     return list(images), list(masks)
-
-
-def dataset_len(dataset: Any) -> int:
-    """``len(dataset)``, typed: torch's ``Dataset`` does not declare ``__len__`` (an ``IterableDataset`` has
-    none), while every map-style dataset segdeconv reads (and each wrapper: Subset, Head, SeededItems) has one."""
-    return len(cast(Sized, dataset))
-
-
-def unwrapped(dataset: Any) -> Any:
-    """The dataset inside wrappers (``Subset``, ``Head``, ``SeededItems``: each holds it as ``.dataset``)."""
-    while hasattr(dataset, "dataset"):
-        dataset = dataset.dataset
-    return dataset
-
-
-def dataset_inputs(dataset: Any) -> list[Path]:
-    """The folders ``dataset`` reads (its root, and the folders of its images and masks; wrappers
-    unwrapped): the writers' rule (:func:`segdeconv.engine.outputs.check_output_file`) puts no output file
-    inside them."""
-    dataset = unwrapped(dataset)
-    found = {Path(str(dataset.root)).expanduser()} if getattr(dataset, "root", None) else set()
-    for attr in ("image_paths", "mask_paths"):
-        found.update(Path(p).parent for p in getattr(dataset, attr, None) or [])
-    return sorted(found)
 
 
 def refuse_overlap(splits: Mapping[str, Sequence[Hashable]], fix: str) -> None:

@@ -57,7 +57,7 @@ class LabelWatch:
 
 def split_name(dataset: Any, key: str) -> str:
     """``dataset.val (split 'val' of /data/CamVid)`` — how messages name a split (wrappers unwrapped)."""
-    from segdeconv.data.base import unwrapped
+    from segdeconv.data.sampler import unwrapped
 
     dataset = unwrapped(dataset)
     split, root = getattr(dataset, "split", None), getattr(dataset, "root", None)

@@ -13,7 +13,8 @@ import os
 import random
 import signal
 import threading
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -148,3 +149,27 @@ def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
         imgs.append(F.pad(img, (0, dw, 0, dh)) if dh or dw else img)
         masks.append(F.pad(mask, (0, dw, 0, dh), value=IGNORE_INDEX) if dh or dw else mask)
     return torch.stack(imgs), torch.stack(masks)
+
+
+def dataset_len(dataset: Any) -> int:
+    """``len(dataset)``, typed: torch's ``Dataset`` does not declare ``__len__`` (an ``IterableDataset`` has
+    none), while every map-style dataset segdeconv reads (and each wrapper: Subset, Head, SeededItems) has one."""
+    return len(cast(Sized, dataset))
+
+
+def unwrapped(dataset: Any) -> Any:
+    """The dataset inside wrappers (``Subset``, ``Head``, ``SeededItems``: each holds it as ``.dataset``)."""
+    while hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return dataset
+
+
+def dataset_inputs(dataset: Any) -> list[Path]:
+    """The folders ``dataset`` reads (its root, and the folders of its images and masks; wrappers
+    unwrapped): the writers' rule (:func:`segdeconv.engine.outputs.check_output_file`) puts no output file
+    inside them."""
+    dataset = unwrapped(dataset)
+    found = {Path(str(dataset.root)).expanduser()} if getattr(dataset, "root", None) else set()
+    for attr in ("image_paths", "mask_paths"):
+        found.update(Path(p).parent for p in getattr(dataset, attr, None) or [])
+    return sorted(found)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from segdeconv import filekind
+from segdeconv.engine.writer import refuse_special, write_error
 from segdeconv.errors import UserError
 
 PathLike = Union[str, Path]
@@ -72,7 +72,6 @@ def check_output_file(dst: PathLike, inputs: Iterable[Optional[PathLike]], key: 
     """An output file must not be a folder, a device/FIFO/socket, one of ``inputs`` or inside one of
     them that is a folder (a dataset root, an image folder: :func:`segdeconv.data.base.dataset_inputs`), or
     an existing checkpoint, and its folder must be writable. Returns ``dst`` as a Path."""
-    from segdeconv.engine.writer import refuse_special
 
     p = Path(dst).expanduser()
     if p.is_dir():
@@ -110,27 +109,6 @@ def check_output_dir(out: Path, inputs: Sequence[Path], root: Path, planned: Seq
     if clash is not None:
         raise UserError(f"{key}={out} would overwrite the input image {clash}; choose another folder")
     writable_location(out, key)
-
-
-def free_space(path: PathLike) -> str:
-    """``"123 MiB free"`` on the file system holding ``path`` (or its nearest existing ancestor)."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return f"{shutil.disk_usage(p).free / 2**20:,.0f} MiB free"
-    except OSError:
-        return "free space unknown"
-
-
-def write_error(path: PathLike, e: OSError, what: str = "file", fix: str = "") -> UserError:
-    """A failed write (an ``OSError``: full disk, read-only place) as one line naming the file and the free
-    space. The one writer (:mod:`segdeconv.engine.writer`) writes with Python I/O, so every such failure
-    is an ``OSError``, whatever library serialised the bytes."""
-    text = e.strerror or str(e).strip() or type(e).__name__
-    where = Path(path).parent
-    return UserError(f"cannot write {what} {path}: {text[:200]} ({free_space(where)} in {where}); free disk space "
-                     f"or choose a writable location{fix}")
 
 
 @contextlib.contextmanager

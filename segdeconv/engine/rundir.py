@@ -139,7 +139,7 @@ _started: dict[str, object] = {}  # this process's run dir: {"dir": Path, "befor
 
 def note_run_dir(run_dir: Path, created: bool = False) -> None:
     """Remember what ``run_dir`` held before this run (``created``: this run made it); called by
-    ``cli.RunDirGuard`` before Hydra writes anything there."""
+    ``run_dir_guard.RunDirGuard`` before Hydra writes anything there."""
     run_dir = Path(run_dir)
     _started.update(dir=run_dir, before=set(os.listdir(run_dir)) if run_dir.is_dir() and not created else None)
 

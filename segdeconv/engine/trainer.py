@@ -1,15 +1,11 @@
 """``Trainer``: epochs of :func:`~segdeconv.engine.step.train_batches` + validation + checkpoints.
 
-Built from plain objects (the task :mod:`segdeconv.tasks.train` resolves the config into them):
-:class:`TrainSettings` (frozen), a :class:`~segdeconv.engine.runtime.Runtime`, the model, datasets,
-criterion and optimizer/scheduler factories. Writes ``checkpoints/{last,best}.pt``, ``tb/`` and
-``val_metrics.json`` into ``settings.out_dir``.
-
-Reliability: step checkpoints (``checkpoint_every_steps``, the last ``keep_last`` kept) carry
-everything a bit-exact resume needs (:mod:`segdeconv.engine.resume`); SIGTERM/SIGINT finish the
-current step, save and exit 0; non-finite weights are never written over a checkpoint; the run
-directory is locked (:class:`~segdeconv.engine.rundir.RunLock`); a resumed run completes the epoch end
-it was killed in (:meth:`Trainer._loop`).
+Built from plain objects that :mod:`segdeconv.tasks.train` resolves the config into (:class:`TrainSettings`,
+a :class:`~segdeconv.engine.runtime.Runtime`, model, datasets, criterion, optimizer/scheduler factories);
+writes ``checkpoints/{last,best}.pt``, ``tb/`` and ``val_metrics.json`` into ``settings.out_dir``. Step
+checkpoints carry everything a bit-exact resume needs (:mod:`segdeconv.engine.resume`); SIGTERM/SIGINT
+finish the step, save and exit 0; non-finite weights never replace a checkpoint; the run directory is
+locked (:class:`~segdeconv.engine.rundir.RunLock`); a resumed run completes the epoch end it was killed in.
 """
 from __future__ import annotations
 
@@ -24,9 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segdeconv import __version__
-from segdeconv.data.base import dataset_len
 from segdeconv.data.labelled import UNDEFINED, LabelWatch, no_labelled_pixel, require_labelled, split_name
-from segdeconv.data.sampler import EpochSampler, loader_generator, pad_collate, quiet_worker
+from segdeconv.data.sampler import EpochSampler, dataset_len, loader_generator, pad_collate, quiet_worker
 from segdeconv.engine.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from segdeconv.engine.checkpoint import finite_state, prune_step_checkpoints, save_checkpoint, step_checkpoint_path, unwrap
 from segdeconv.engine.distributed import cleanup

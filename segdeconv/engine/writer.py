@@ -8,7 +8,7 @@ writes is this module's, the same for a checkpoint, an export, metrics or a figu
 * the bytes go to a temp file beside it through Python I/O (``os.write``): a full disk or a read-only
   place is an ``OSError`` whatever library serialised them (torch's zip writer and ``torch.jit.save``
   fail inside C++ when handed a path), reported as one :class:`UserError` naming the file and the free
-  space (:func:`~segdeconv.engine.outputs.write_error`);
+  space (:func:`write_error`);
 * fsync, then one ``os.replace``: a failed or killed write leaves the previous file as it was, and a
   failed one leaves no temp file.
 """
@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -70,11 +71,31 @@ def refuse_special(dst: PathLike, key: Optional[str] = None) -> None:
                     f"regular files only: pass a file path")
 
 
+def free_space(path: PathLike) -> str:
+    """``"123 MiB free"`` on the file system holding ``path`` (or its nearest existing ancestor)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return f"{shutil.disk_usage(p).free / 2**20:,.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def write_error(path: PathLike, e: OSError, what: str = "file", fix: str = "") -> UserError:
+    """A failed write (an ``OSError``: full disk, read-only place) as one line naming the file and the free
+    space. The one writer (:mod:`segdeconv.engine.writer`) writes with Python I/O, so every such failure
+    is an ``OSError``, whatever library serialised the bytes."""
+    text = e.strerror or str(e).strip() or type(e).__name__
+    where = Path(path).parent
+    return UserError(f"cannot write {what} {path}: {text[:200]} ({free_space(where)} in {where}); free disk space "
+                     f"or choose a writable location{fix}")
+
+
 def write_file(dst: PathLike, fill: Callable[[BinaryIO], Any], what: str = "file", fix: str = "",
                error: Type[UserError] = UserError, key: Optional[str] = None) -> Path:
     """Write ``dst`` with ``fill(f)`` (``f`` a buffered binary file), atomically; see the module docstring.
     A failed write is ``error`` (a :class:`UserError`) naming the file, the reason and the free space."""
-    from segdeconv.engine.outputs import write_error
 
     dst = Path(dst)
     refuse_special(dst, key)

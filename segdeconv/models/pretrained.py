@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Protocol, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,15 @@ from torch import Tensor, nn
 from segdeconv import filekind
 from segdeconv.errors import CheckpointError, ConfigError
 
-if TYPE_CHECKING:
-    from segdeconv.models.vgg import VGGEncoder
+
+class VGGEncoder(Protocol):
+    """What loading reads of an encoder (:class:`segdeconv.models.vgg.VGGEncoder`; named structurally here,
+    since vgg.py imports this module)."""
+
+    arch: str
+    batch_norm: bool
+    width: float
+    features: nn.Sequential
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +161,14 @@ def detect(feats: dict[str, Tensor]) -> Optional[Layout]:
     return None
 
 
-def read_weights(weights: Union[str, Path], encoder: "VGGEncoder") -> tuple[dict[str, Tensor], str]:
+def read_weights(weights: Union[str, Path], encoder: VGGEncoder) -> tuple[dict[str, Tensor], str]:
     """The state dict ``model.encoder.weights`` names for ``encoder``, and how to name it in messages."""
     path = resolve(weights, encoder.arch, encoder.batch_norm, encoder.width)
     where = f"{KEY}={weights}" + (f" ({path})" if str(weights) in SPECS else "")
     return read_state(path, where), where
 
 
-def load_encoder(encoder: "VGGEncoder", weights: Union[str, Path]) -> Optional[Layout]:
+def load_encoder(encoder: VGGEncoder, weights: Union[str, Path]) -> Optional[Layout]:
     """Load ``encoder.features`` from ``weights``; the torchvision layout found (``None``: the file had the
     encoder's own keys and shapes, e.g. one saved from a narrower encoder). Logs what was loaded."""
     state, where = read_weights(weights, encoder)
@@ -184,11 +191,11 @@ def load_encoder(encoder: "VGGEncoder", weights: Union[str, Path]) -> Optional[L
     return layout
 
 
-def _convs(encoder: "VGGEncoder") -> list[int]:
+def _convs(encoder: VGGEncoder) -> list[int]:
     return [i for i, m in enumerate(encoder.features) if isinstance(m, nn.Conv2d)]
 
 
-def _check_fits(layout: Layout, encoder: "VGGEncoder", where: str) -> None:
+def _check_fits(layout: Layout, encoder: VGGEncoder, where: str) -> None:
     """One-line errors for a torchvision file the encoder cannot take: other arch, BN into no-BN, width ≠ 1."""
     arch = encoder.arch
     held = f"{where} holds torchvision's {layout.name} layout"
@@ -206,7 +213,7 @@ def _check_fits(layout: Layout, encoder: "VGGEncoder", where: str) -> None:
                               f"set model.encoder.width=1.0 or {KEY}=null")
 
 
-def _mapped(feats: dict[str, Tensor], layout: Layout, encoder: "VGGEncoder", where: str) -> dict[str, Tensor]:
+def _mapped(feats: dict[str, Tensor], layout: Layout, encoder: VGGEncoder, where: str) -> dict[str, Tensor]:
     """``encoder.features``' state with the file's convs (and BN, from a ``_bn`` file) matched by order."""
     own = encoder.features.state_dict()
     convs = list(zip(conv_indices(TORCHVISION_CFGS[layout.arch], layout.batch_norm), _convs(encoder)))
@@ -226,7 +233,7 @@ def _mapped(feats: dict[str, Tensor], layout: Layout, encoder: "VGGEncoder", whe
     return out
 
 
-def _by_name(feats: dict[str, Tensor], encoder: "VGGEncoder", where: str) -> dict[str, Tensor]:
+def _by_name(feats: dict[str, Tensor], encoder: VGGEncoder, where: str) -> dict[str, Tensor]:
     """The encoder's keys from a file that is no torchvision layout (same names and shapes, or an error)."""
     own = encoder.features.state_dict()
     bad = [k for k in own if k not in feats or feats[k].shape != own[k].shape]

@@ -16,8 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from segdeconv.config import split_dataset
-from segdeconv.data.base import dataset_inputs
 from segdeconv.data.labelled import UNDEFINED, require_labelled, split_name
+from segdeconv.data.sampler import dataset_inputs
 from segdeconv.engine.bf_score import BoundaryF1
 from segdeconv.engine.distributed import cleanup, env_info, init_distributed
 from segdeconv.engine.eval_loop import eval_loader, evaluate

@@ -129,7 +129,7 @@ def record_run(cfg: DictConfig, out: Path) -> None:
     ``<run dir>/.hydra/`` for the first start, ``.hydra/resume_<N>/`` for each later one (resumes).
 
     Called by the trainer once it holds the run dir's lock and accepted the resume, so a refused start
-    never rewrites a record; Hydra itself writes none for train (cli.RunDirGuard sets its output_subdir
+    never rewrites a record; Hydra itself writes none for train (run_dir_guard.RunDirGuard sets its output_subdir
     to null). A no-op outside Hydra or when Hydra kept its own record (no guard installed)."""
     from hydra.core.hydra_config import HydraConfig
 

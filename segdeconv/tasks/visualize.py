@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from segdeconv.config import split_dataset
-from segdeconv.data.base import dataset_inputs, dataset_len
+from segdeconv.data.sampler import dataset_inputs, dataset_len
 from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import image_format, write_json

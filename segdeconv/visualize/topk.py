@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from segdeconv.data.base import dataset_len
 from segdeconv.data.image import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from segdeconv.data.sampler import dataset_len
 from segdeconv.engine.logger import progress
 from segdeconv.errors import ConfigError
 from segdeconv.visualize.geometry import crop, full_box
