@@ -2,7 +2,9 @@
 after the final step checkpoint, stopped by a corrupt validation image, or by a full disk."""
 from __future__ import annotations
 
+import errno
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -16,8 +18,6 @@ from segdeconv.cli import run_task
 from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from segdeconv.errors import CheckpointError
 from segdeconv.tasks.train import fit
-
-ENOSPC = "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file write failed"
 
 
 def ckpts(run: Path) -> dict[str, dict]:
@@ -63,14 +63,15 @@ def test_corrupt_val_image_keeps_the_epochs_training_and_the_resume_validates_it
 
 
 def failing_torch_save(monkeypatch, fail_call: int) -> None:
-    """torch.save raises what its zip writer raises on a full disk (RuntimeError), at call ``fail_call``."""
+    """torch.save fails at call ``fail_call`` as it does on a full disk: the writer's Python file raises
+    OSError(ENOSPC) mid-file, and torch's zip writer passes it on."""
     real, calls = torch.save, {"n": 0}
 
     def save(obj, f, *a, **k):
         calls["n"] += 1
         if calls["n"] == fail_call:
             f.write(b"PK\x03\x04 partial")
-            raise RuntimeError(ENOSPC)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", save)
@@ -100,10 +101,10 @@ def test_disk_full_while_saving_best_is_one_error_line_and_no_false_new_best(tmp
     assert saved["best.pt"]["best_metric"] == saved["last.pt"]["best_metric"] == saved["last.pt"]["history"][0]["mIoU"]
 
 
-def test_save_checkpoint_turns_torchs_runtime_error_into_a_checkpoint_error(tmp_path: Path, monkeypatch) -> None:
+def test_save_checkpoint_turns_a_full_disk_into_a_checkpoint_error(tmp_path: Path, monkeypatch) -> None:
     path = save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 1}, tmp_path / "last.pt")
     failing_torch_save(monkeypatch, fail_call=1)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*last.pt: \[enforce fail.*MiB free"):
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*last.pt: No space left on device.*MiB free"):
         save_checkpoint({"model": {"w": torch.ones(3)}, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
