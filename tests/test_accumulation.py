@@ -136,6 +136,7 @@ def _ddp_worker(rank: int, port: int, accumulate: int, out: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_all_reduces_once_per_optimizer_step():
     """2 gloo processes, accumulate 4, 2 steps: the gradient hook fires for 2 steps' buckets, not 8;
     both ranks end with the same weights."""

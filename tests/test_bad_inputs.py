@@ -27,6 +27,8 @@ from test_reliability import RunsCode
 
 from segdeconv.engine.checkpoint import save_checkpoint
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 CAMVID = ("dataset=camvid", "dataset.image_size=[64,80]", "dataset.batch_size=2", "trainer.max_epochs=1",
           "trainer.progress=false", "model.encoder.width=0.125", "model.encoder.compact_switches=false")
 CASES: dict[str, Case] = {

@@ -28,6 +28,7 @@ def test_help_lists_every_subcommand_on_one_line_each():
     assert f"config tree: {CONF}" in r.stdout
 
 
+@pytest.mark.slow
 def test_subcommand_help_is_hydras_help_with_the_config_groups():
     r = segdeconv("train", "--help")
     assert r.returncode == 0, r.stderr
@@ -48,6 +49,7 @@ def test_no_subcommand_prints_the_usage_to_stderr_exit_2():
     assert r.stderr.startswith("usage: segdeconv <command>")
 
 
+@pytest.mark.slow
 def test_a_misspelled_key_is_the_same_one_line_error_as_train_py():
     r = segdeconv("train", "trainer.max_epoch=1")
     script = subprocess.run([sys.executable, "train.py", "trainer.max_epoch=1"], cwd=REPO, env=cli_env(),
@@ -58,12 +60,14 @@ def test_a_misspelled_key_is_the_same_one_line_error_as_train_py():
         "fix the spelling, or write +trainer.max_epoch=… to add a new key"]
 
 
+@pytest.mark.slow
 def test_check_exits_1_when_the_dataset_has_problems(tmp_path):
     r = segdeconv("check", "dataset=camvid", f"dataset.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1, r.stderr
     assert "CamVid root does not exist" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_subcommand_runs_the_evaluate_task_like_evaluate_py(tiny_ckpt, tmp_path):
     r = segdeconv("evaluate", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
@@ -105,6 +109,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+@pytest.mark.slow
 def test_wheel_ships_every_config_file_py_typed_and_the_console_script(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
@@ -115,6 +120,7 @@ def test_wheel_ships_every_config_file_py_typed_and_the_console_script(wheel):
     assert "segdeconv = segdeconv.__main__:main" in entry_points
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_installed_wheel_command_trains_from_outside_the_repo(wheel, tmp_path):
     target, work = tmp_path / "site", tmp_path / "elsewhere"

@@ -90,6 +90,7 @@ def test_unknown_split_and_root_without_images_are_errors(tmp_path: Path) -> Non
     one_error(lambda: ADE20K(tmp_path, "train"), "has no images/ + annotations/")
 
 
+@pytest.mark.slow
 def test_check_data_cli_passes_on_a_generated_tree(tmp_path: Path) -> None:
     res = check_data_cli("ade20k", make_ade20k(tmp_path / "ade"), tmp_path / "run")
     assert res.returncode == 0 and "OK: no problems found" in res.stdout, res.stdout + res.stderr

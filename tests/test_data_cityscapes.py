@@ -100,6 +100,7 @@ def test_stray_file_among_the_city_folders_is_an_error(tmp_path: Path) -> None:
     assert "not a city folder" in one_error(lambda: Cityscapes(root, "train"), "notes.txt")
 
 
+@pytest.mark.slow
 def test_check_data_cli_passes_on_a_generated_tree(tmp_path: Path) -> None:
     res = check_data_cli("cityscapes", make_cityscapes(tmp_path / "cs", n=2), tmp_path / "run")
     assert res.returncode == 0 and "OK: no problems found" in res.stdout, res.stdout + res.stderr

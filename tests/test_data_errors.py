@@ -110,6 +110,7 @@ def test_check_dataset_lists_every_problem(tmp_path: Path) -> None:
         assert any(name in p and words in p for p in problems), problems
 
 
+@pytest.mark.slow
 def test_check_cli_exit_codes(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_folder(data, split="train")
@@ -128,6 +129,7 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
 
 
 @needs(CAMVID)
+@pytest.mark.slow
 def test_check_cli_real_camvid(tmp_path: Path) -> None:
     res = run_cli("check_data.py", ["dataset=camvid", f"dataset.root={CAMVID}", f"hydra.run.dir={tmp_path}"])
     assert res.returncode == 0, res.stderr

@@ -5,9 +5,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO, TINY
 
 from segdeconv.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 

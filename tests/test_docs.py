@@ -97,6 +97,7 @@ def workspace(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(("lang", "code"), runnable())
+@pytest.mark.slow
 def test_block(lang: str, code: str, workspace: Path, monkeypatch) -> None:
     if lang == "python":
         monkeypatch.chdir(workspace)
@@ -130,6 +131,7 @@ def test_no_private_paths() -> None:
 
 
 @pytest.mark.slow  # 7 s alone, up to 45 s on a loaded 2-core machine
+@pytest.mark.slow
 def test_site_builds(tmp_path: Path) -> None:
     """What CI runs: any Sphinx warning (a broken link or reference) fails."""
     for mod in ("sphinx", "myst_parser", "furo"):

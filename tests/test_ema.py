@@ -107,6 +107,7 @@ def test_ema_resume_from_a_step_checkpoint_continues_the_same_average(ema_run, t
         assert torch.equal(got["ema_model"][k], ref["ema_model"][k]), k
 
 
+@pytest.mark.slow
 def test_ema_decay_cannot_change_on_resume_and_is_range_checked(ema_run, tmp_path):
     out, args = ema_run
     args = [a for a in args if not a.startswith("trainer.ema_decay=")]

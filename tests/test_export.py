@@ -151,6 +151,7 @@ def test_onnxruntime_snippet_matches_predictor(tiny_ckpt, onnx_path, tmp_path):
     assert meta["class_names"][0] == "background" and meta["image_size"] == [64, 80]
 
 
+@pytest.mark.slow
 def test_export_cli_prints_parity(tiny_ckpt, tmp_path):
     out = tmp_path / "m.onnx"
     r = subprocess.run([sys.executable, "export.py", f"ckpt_path={tiny_ckpt}", "format=onnx", f"output={out}",

@@ -6,6 +6,8 @@ import pytest
 import torch
 from cli_helpers import run_cli
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 SCRIPT = "benchmarks/gpu_check.py"
 
 

@@ -76,6 +76,7 @@ CASES = [("segnet", True, False, False), ("segnet", True, True, False), ("segnet
 
 
 @pytest.mark.parametrize("kind,compact,bf16,channels_last", CASES)
+@pytest.mark.slow
 def test_lean_step_is_bit_identical_to_the_plain_graph(kind, compact, bf16, channels_last, monkeypatch):
     """Outputs, every gradient and every BatchNorm buffer equal the plain graph's, with tensors rebuilt."""
     rebuilds = count_rebuilds(monkeypatch)
@@ -86,6 +87,7 @@ def test_lean_step_is_bit_identical_to_the_plain_graph(kind, compact, bf16, chan
     assert rebuilds[0] > 0
 
 
+@pytest.mark.slow
 def test_lean_is_bit_identical_with_two_threads_and_accumulated_micro_batches():
     """2 intra-op threads (channels_last BN statistics are reduced per thread) and 2 micro-batches
     accumulated into the same .grad."""
@@ -216,6 +218,7 @@ def test_workspace_reuses_a_storage_only_once_it_is_free():
 
 
 @pytest.mark.parametrize("model", ["segnet", "segnet_basic", "deconvnet", "bayesian_segnet"])
+@pytest.mark.slow
 def test_config_builds_lean_models_by_default_and_model_lean_false_turns_it_off(model):
     from conftest import compose_cfg
 

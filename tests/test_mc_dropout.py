@@ -141,6 +141,7 @@ def test_uncertainty_image_uses_the_fixed_scale_of_each_measure():
         uncertainty_image(result, "std")
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_uncertainty_pngs(bayes_ckpt, image, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -11,6 +11,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from common import run_measured  # noqa: E402
 from memory_floor import backward_peak, conv_layers  # noqa: E402
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 
 def _segnet_conv_values(h: int, w: int, classes: int) -> int:
     """Values in every conv output of VGG16 SegNet for one h×w image, counted from the architecture."""

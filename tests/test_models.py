@@ -68,6 +68,7 @@ def test_every_parameter_gets_a_finite_gradient(build):
         assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_encoder_names_and_layout_match_torchvision(tmp_path):
     tv = torchvision.models.vgg16_bn(weights=None)
     path = tmp_path / "vgg16_bn.pth"
@@ -94,6 +95,7 @@ def test_missing_or_mismatched_weights_are_clear_errors(tmp_path):
         VGGEncoder(weights=junk)
 
 
+@pytest.mark.slow
 def test_num_stages_cuts_the_table_and_the_mirrored_decoder(tmp_path):
     """num_stages=4: four pools (output stride 16), decoder mirrors them; torchvision weights load for
     the kept layers (DeconvNet's fc6 only after pool5); an impossible depth is one ConfigError naming the key."""

@@ -14,6 +14,8 @@ from segdeconv.data.object_crops import ObjectCrops, component_boxes, enlarge, i
 from segdeconv.data.voc import VOCSegmentation
 from segdeconv.errors import CheckpointError, ConfigError
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 PAL = [v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)]
 
 

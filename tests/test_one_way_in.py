@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from cli_helpers import cli_env, tiny
 from conftest import CONF, REPO
@@ -40,6 +41,7 @@ def _train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_run_name_labels_the_run_dir_and_task_stays_the_command(tmp_path):
     r = _train(tmp_path, "run_name=my_label")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -49,6 +51,7 @@ def test_run_name_labels_the_run_dir_and_task_stays_the_command(tmp_path):
     assert (run / "checkpoints" / "last.pt").is_file() and "deprecated" not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_a_legacy_task_label_still_names_the_run_with_a_deprecation_line(tmp_path):
     r = _train(tmp_path, "task=old_label")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -35,6 +35,7 @@ def images(tmp_path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_predict_folder_writes_index_colour_and_overlay(tiny_ckpt, images, tmp_path):
     from segdeconv import Predictor
 
@@ -78,6 +79,7 @@ def test_refuses_to_overwrite_an_input_file(tiny_ckpt, tmp_path):
         predict_files(cfg)
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused_by_the_cli(images, tmp_path):
     path, marker = malicious_checkpoint(tmp_path)
     r = run_predict(f"ckpt_path={path}", f"input={images}", f"output={tmp_path / 'out'}", tmp_path=tmp_path)

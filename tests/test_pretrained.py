@@ -91,6 +91,7 @@ def test_tables_are_torchvisions():
 
 
 @pytest.mark.parametrize("model", ["segnet", "bayesian_segnet", "segnet_3_stages"])
+@pytest.mark.slow
 def test_plain_vgg16_loads_its_convs_with_fresh_bn(vgg16_files, model):
     """SegNet's start (Badrinarayanan et al. 2017, §3): VGG16's 13 convs, BN fresh. Bayesian SegNet is
     built from its config group (model=bayesian_segnet); num_stages=3 takes the first 7 convs."""
@@ -129,6 +130,7 @@ def test_plain_file_into_an_encoder_without_bn_and_the_log_line(vgg16_files, cap
     assert "vgg16 layout loaded: 13 convs; BatchNorm fresh (scale 1, shift 0, running mean 0, var 1)" in caplog.text
 
 
+@pytest.mark.slow
 def test_deconvnet_at_full_vgg16_shapes_from_imagenet(vgg16_files, tmp_path, monkeypatch):
     """DeconvNet (Noh et al. 2015, §4.1) from torchvision's plain VGG16 via weights=imagenet: 13 convs, fresh
     BN, fc6 = classifier.0 reshaped to 4096×512×7×7 and fc7 = classifier.3 as 4096×4096×1×1 (252M params)."""
@@ -241,6 +243,7 @@ def test_caffe_and_other_non_torch_files_are_named_as_such(tmp_path):
     assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_train_cli_with_weights_imagenet(tmp_path):
     """``python train.py model=segnet_small model.encoder.width=1.0 model.encoder.weights=imagenet`` with
     TORCH_HOME holding a generated vgg11 file: the log names the layout; without the file: one error line."""

@@ -14,6 +14,8 @@ from PIL import Image
 from segdeconv.errors import ConfigError, UserError
 from segdeconv.inference.quantize import check_quantize, require_int8
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 pytest.importorskip("torchao", reason="quantize=int8 needs torchao (pip install -e '.[dev]')")
 
 
@@ -140,6 +142,7 @@ AVX2_CHECK = """
 import sys, numpy as np, torch
 from segdeconv import Predictor
 from segdeconv.data.synthetic import SyntheticShapes
+
 assert torch.backends.cpu.get_cpu_capability() == "AVX2"
 images = [SyntheticShapes(split="val", length=8, image_size=(90, 120), seed=0).sample(i)[0] for i in range(8)]
 f = Predictor.from_checkpoint(sys.argv[1], device="cpu", precision="fp32", optimize=False)

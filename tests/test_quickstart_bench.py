@@ -6,6 +6,8 @@ import pytest
 from cli_helpers import run_cli
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 TINY = ["dataset.image_size=[32,48]", "dataset.train.length=8", "dataset.val.length=4",
         "dataset.batch_size=4", "trainer.max_epochs=1", "trainer.device=cpu"]
 SCRIPT = "benchmarks/quickstart.py"

@@ -11,6 +11,8 @@ from segdeconv.data.sunrgbd import SEGNET_TUTORIAL_SUN_WEIGHTS
 from segdeconv.losses import CrossEntropy
 from segdeconv.tasks.train import build_trainer, fit
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # keep the CPU cost of the smoke run small; the full-size models are tested in test_models.py
 # (ImageNet weights fit width 1 only: the paper recipes' weights=imagenet is tested in test_faithful.py)

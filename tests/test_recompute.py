@@ -40,6 +40,7 @@ def train_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
 @pytest.mark.parametrize("kind,setting", [("segnet", True), ("segnet", 2), ("deconvnet", True),
                                           ("deconvnet", 1), ("segnet_basic", True)])
 @pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.slow
 def test_checkpointed_step_is_identical(kind, setting, bf16):
     """Outputs, every gradient and every BatchNorm buffer match the plain model bit for bit."""
     plain, ckpt = pair(kind, setting)

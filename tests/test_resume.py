@@ -22,6 +22,8 @@ from conftest import REPO
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.resume import find_resumable
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 STEPS_PER_EPOCH, EPOCHS, EVERY = 6, 3, 4  # 18 steps; step checkpoints 4, 8, 12, 16 (8 is mid-epoch 2)
 
 

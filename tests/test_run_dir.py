@@ -11,12 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import cli_env, run_cli, tiny, tree_digest
 from conftest import REPO
 
 from segdeconv.engine.checkpoint import load_checkpoint
 from segdeconv.engine.rundir import LOCK_NAME, RunLock, lock_holder
 from segdeconv.run_dir_guard import _fresh_dir
+
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
 
 
 def error_lines(r: subprocess.CompletedProcess) -> list[str]:

@@ -59,6 +59,7 @@ def test_the_trainer_yaml_is_the_one_the_schema_generates():
     assert on_disk == default_yaml("trainer"), "run `python -m segdeconv.schema --write` after editing the table"
 
 
+@pytest.mark.slow
 def test_every_composed_value_has_a_schema_entry_and_every_entry_a_yaml_value(composed):
     """Scalars (numbers, flags, nulls) of every composition must be declared; ``_target_`` nodes, strings
     and lists the constructors check may be undeclared. No entry may be declared and composed nowhere."""
@@ -77,6 +78,7 @@ def test_every_composed_value_has_a_schema_entry_and_every_entry_a_yaml_value(co
     assert not set(KNOBS) - seen, f"declared but in no YAML: {sorted(set(KNOBS) - seen)}"
 
 
+@pytest.mark.slow
 def test_every_composition_passes_the_config_check():
     for task, overrides in _compositions():
         check_config(compose_cfg(overrides, task))  # a declared range that a shipped preset breaks fails here

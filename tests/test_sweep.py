@@ -13,6 +13,8 @@ from conftest import REPO
 
 from segdeconv.tasks.commands import sweep_metric
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 
 def test_sweep_metric_is_the_val_miou_and_nan_when_no_validation_ran():
     assert sweep_metric({"mIoU": 0.25, "pixel_acc": 0.9}) == 0.25

@@ -183,6 +183,7 @@ def test_odd_sizes(ceil):
     assert torch.equal(up[nz], x[nz]) and int(nz.sum()) == y.numel()
 
 
+@pytest.mark.slow
 def test_gradcheck_fp64():
     torch.manual_seed(0)
     for ceil, size in [(False, (6, 8)), (True, (5, 7)), (False, (5, 7))]:

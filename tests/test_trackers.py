@@ -21,6 +21,8 @@ from conftest import REPO, compose_cfg
 from segdeconv.engine.trackers import Loggers, flatten, logger_spec, open_loggers
 from segdeconv.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 PALETTE = [[0, 0, 0], [255, 0, 0]]
 
 

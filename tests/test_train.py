@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO, TINY, compose_cfg
 
@@ -21,6 +22,7 @@ def test_two_epoch_run_improves_miou_and_writes_outputs(tiny_run):
     assert any((tiny_run / "tb").iterdir())
 
 
+@pytest.mark.slow
 def test_synthetic_default_learns(tmp_path):
     from segdeconv.tasks.train import fit
 
@@ -43,6 +45,7 @@ def test_checkpoint_round_trip(tiny_ckpt):
     torch.load(tiny_ckpt, weights_only=True)  # loadable without executing code
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reproduces_trainer_miou_exactly(tiny_run, tmp_path):
     best = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
     hist = json.loads((tiny_run / "val_metrics.json").read_text())

@@ -19,6 +19,8 @@ from segdeconv.engine.checkpoint import load_checkpoint, save_checkpoint
 from segdeconv.errors import CheckpointError
 from segdeconv.tasks.train import fit
 
+pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
+
 
 def ckpts(run: Path) -> dict[str, dict]:
     return {p.name: load_checkpoint(p) for p in sorted((run / "checkpoints").glob("*.pt"))}

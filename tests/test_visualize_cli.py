@@ -73,6 +73,7 @@ def test_channel_out_of_range_is_a_config_error(tiny_ckpt, tmp_path):
         run(tiny_ckpt, tmp_path, "channels=[0,40]")
 
 
+@pytest.mark.slow
 def test_unknown_layer_is_one_line_and_exit_2(tiny_ckpt, tmp_path):
     res = run_cli("visualize.py", [f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "layers=[conv9_9]"])
     assert res.returncode == 2 and "Traceback" not in res.stderr

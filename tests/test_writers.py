@@ -63,6 +63,7 @@ def test_run_dir_owner_names_a_record_or_checkpoints(tmp_path: Path) -> None:
     assert run_dir_owner(tmp_path / "c") is None and run_dir_owner(tmp_path / "none") is None
 
 
+@pytest.mark.slow
 def test_export_writes_beside_the_checkpoint_and_may_replace_its_own_export(tiny_ckpt: Path, tmp_path: Path) -> None:
     run = tmp_path / "checkpoints"
     run.mkdir()
@@ -77,6 +78,7 @@ def test_export_writes_beside_the_checkpoint_and_may_replace_its_own_export(tiny
     assert not list(run.glob(".*.tmp*"))
 
 
+@pytest.mark.slow
 def test_predict_lists_a_broken_symlink_among_the_skipped_files(tiny_ckpt: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     _pair(tmp_path / "data", "a")
@@ -97,6 +99,7 @@ def check_data(root: Path, tmp_path: Path, *extra: str):
                                      f"hydra.run.dir={tmp_path / 'hydra' / root.name}"])
 
 
+@pytest.mark.slow
 def test_check_data_reports_two_files_with_one_stem_and_train_val_overlap(tmp_path: Path) -> None:
     stem, overlap = tmp_path / "stem", tmp_path / "overlap"
     for split, names in (("train", "ab"), ("val", "c")):
