@@ -97,6 +97,8 @@ KNOBS: dict[str, Knob] = {
     "dataset.train.transform.resize_interpolation": _I(0, doc="cv2 interpolation of the image resize (3: INTER_AREA); labels: nearest"),
     "dataset.val.transform.min_size": _I(1, null=True, doc="pad validation images to at least this size (ignore label)"),
     "dataset.val.transform.divisor": _I(1, doc="pad validation images to a multiple of this"),
+    "dataset.val.transform.labels": choice("native", "resized", resume=WARN,
+                                           doc="score against labels at their own size (logits upsampled) or resized to image_size"),
     "dataset.train.min_area": _I(0, doc="VOC object crops: smallest object area (px) cropped around"),
     "dataset.train.box_scale": positive(doc="VOC object crops: crop box = object box × this"),
     # ---------------------------------------------------------------- optimizer / scheduler / loss

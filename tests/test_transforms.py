@@ -62,6 +62,7 @@ PIPELINES = {
     "segnet_train_photometric": lambda: segnet_train(image_size=(180, 240), scale=[-0.5, 1.0],
                                                      crop_size=(176, 240), photometric=1.0),
     "segnet_eval": lambda: segnet_eval((180, 240)),
+    "segnet_eval_resized": lambda: segnet_eval((180, 240), labels="resized"),
     "noh_train": lambda: noh_train(),
     "noh_train_short_side": lambda: noh_train(mode="short_side"),
     "noh_eval": lambda: noh_eval(),
@@ -88,6 +89,12 @@ def test_output_sizes() -> None:
     assert apply_joint(segnet_train(), image, mask)[1].shape == (360, 480)
     assert apply_joint(noh_train(), image, mask)[1].shape == (224, 224)
     assert apply_joint(segnet_eval(), image, mask)[1].shape == (375, 500)
+    img, m = apply_joint(segnet_eval((180, 240)), image, mask)  # native labels: the image alone is resized
+    assert img.shape[:2] == (180, 240) and np.array_equal(m, mask)
+    img, m = apply_joint(segnet_eval((180, 240), labels="resized"), image, mask)
+    assert img.shape[:2] == m.shape == (180, 240)
+    with pytest.raises(ConfigError, match="dataset.val.transform.labels='half' is unknown"):
+        segnet_eval((180, 240), labels="half")
     img, m = apply_joint(noh_eval(), image, mask)
     assert m.shape == (384, 512) and np.array_equal(m[:375, :500], mask)  # top-left, /32
     assert apply_joint(noh_eval(), *synthetic(100, 60))[1].shape == (224, 224)

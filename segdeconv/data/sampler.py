@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from segdeconv.data.image import IGNORE_INDEX
+from segdeconv.errors import ConfigError
 
 
 class EpochSampler(Sampler[int]):
@@ -140,15 +141,25 @@ class Head(Dataset):
 
 
 def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (image, mask) pairs, padding smaller ones at the bottom/right (image 0, mask 255)."""
-    h = max(int(img.shape[-2]) for img, _ in batch)
-    w = max(int(img.shape[-1]) for img, _ in batch)
-    imgs, masks = [], []
-    for img, mask in batch:
-        dh, dw = h - img.shape[-2], w - img.shape[-1]
-        imgs.append(F.pad(img, (0, dw, 0, dh)) if dh or dw else img)
-        masks.append(F.pad(mask, (0, dw, 0, dh), value=IGNORE_INDEX) if dh or dw else mask)
-    return torch.stack(imgs), torch.stack(masks)
+    """Stack (image, mask) pairs, padding smaller ones at the bottom/right (image 0, mask 255).
+
+    Images and masks are padded each to their own largest size: a mask kept at its native size while its
+    image was resized (``segnet_eval(labels="native")``) is larger than the image. Such masks must share one
+    size within a batch (their logits are upsampled to it), which mixed-size datasets cannot promise."""
+    imgs = _pad_to_max([img for img, _ in batch], 0)
+    masks = _pad_to_max([mask for _, mask in batch], IGNORE_INDEX)
+    native = any(tuple(i.shape[-2:]) != tuple(m.shape[-2:]) for i, m in batch)
+    if native and len({tuple(m.shape[-2:]) for _, m in batch}) > 1:
+        raise ConfigError("labels scored at their native size differ in size within one batch: pass "
+                          "dataset.val.transform.labels=resized, or score with batch_size=1")
+    return imgs, masks
+
+
+def _pad_to_max(tensors: Sequence[torch.Tensor], value: int) -> torch.Tensor:
+    h = max(int(t.shape[-2]) for t in tensors)
+    w = max(int(t.shape[-1]) for t in tensors)
+    return torch.stack([F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2]), value=value)
+                        if (h, w) != tuple(t.shape[-2:]) else t for t in tensors])
 
 
 def dataset_len(dataset: Any) -> int:

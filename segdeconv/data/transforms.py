@@ -92,13 +92,41 @@ def photometric_ops(p: float) -> list[A.BasicTransform]:
             A.GaussNoise(std_range=(0.01, 0.05), p=p / 2)]
 
 
-def segnet_eval(image_size: Optional[Sequence[int]] = None) -> A.Compose:
-    """Deterministic eval pipeline: resize to ``image_size`` (H, W) if given, else nothing."""
+class ResizeImage(A.ImageOnlyTransform):
+    """Resize the image only: the mask keeps its native size, so a prediction made at ``(height, width)``
+    is scored against the labels as they were drawn (its logits upsampled: :func:`segdeconv.engine.eval_loop.evaluate`)."""
+
+    def __init__(self, height: int, width: int, interpolation: int = cv2.INTER_LINEAR) -> None:
+        super().__init__(p=1.0)
+        self.height, self.width, self.interpolation = int(height), int(width), int(interpolation)
+
+    def apply(self, img: Any, **params: Any) -> Any:
+        return cv2.resize(img, (self.width, self.height), interpolation=self.interpolation)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width", "interpolation")
+
+
+LABEL_SIZES = ("native", "resized")
+
+
+def segnet_eval(image_size: Optional[Sequence[int]] = None, labels: str = "native") -> A.Compose:
+    """Deterministic eval pipeline: resize the image to ``image_size`` (H, W) if given, else nothing.
+
+    ``labels="native"`` (default) keeps the masks at the size they were drawn at: the model predicts at
+    ``image_size``, its logits are upsampled bilinearly to the labels' size and scored there (how CamVid's
+    test split is judged: 360×480). ``"resized"`` scores at ``image_size`` instead, against masks resized
+    nearest-neighbour (the older, optimistic half-resolution figure: thin classes lose pixels on the way).
+    """
+    if labels not in LABEL_SIZES:
+        raise ConfigError(f"dataset.val.transform.labels={labels!r} is unknown; use 'native' (score at the "
+                          "labels' own size) or 'resized' (score at dataset.image_size)")
     if image_size is None:
         return A.Compose([])
     h, w = image_size
-    return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_LINEAR,
-                               mask_interpolation=cv2.INTER_NEAREST)])
+    if labels == "native":
+        return A.Compose([ResizeImage(h, w, cv2.INTER_LINEAR)])
+    return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
 
 
 def noh_train(resize: int = 250, crop: Union[int, Sequence[int]] = 224, hflip: float = 0.5,

@@ -1,11 +1,13 @@
 """The evaluation loop: a confusion matrix over a loader, optionally through a ``PredictFn`` (TTA,
-sliding window, CRF — :mod:`segdeconv.inference.strategies`). Shared by the trainer's validation and
+sliding window, CRF — :mod:`segdeconv.inference.strategies`), scored at the labels' size (logits
+upsampled to it when the model predicts at another). Shared by the trainer's validation and
 ``evaluate.py``; the caller all-reduces the matrix under DDP."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -46,8 +48,16 @@ def evaluate(
         masks = to_device(masks, device)
         with autocast(device, amp_dtype):
             logits = predict(model, images) if predict else model(images)
-        pred = logits.argmax(1)
+        pred = to_label_size(logits, masks).argmax(1)
         cm.update(pred, masks)
         if on_batch is not None:
-            on_batch(images, masks, pred)
+            on_batch(to_label_size(images, masks), masks, pred)
     return cm
+
+
+def to_label_size(x: Tensor, masks: Tensor) -> Tensor:
+    """``x`` (logits or images, N×C×h×w) bilinearly resized to the labels' H×W when they differ: a model
+    predicting at its own resolution is scored against labels kept at their native size (``segnet_eval``)."""
+    if tuple(x.shape[-2:]) == tuple(masks.shape[-2:]):
+        return x
+    return F.interpolate(x.float(), size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
