@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdeconv.models.initialization import init_weights  # noqa: F401  (its former home)
-
 
 class Switches(NamedTuple):
     """What a pooling layer hands to its unpooling twin.
