@@ -202,6 +202,27 @@ KNOBS: dict[str, Knob] = {
     "data_root": path(null=True, doc="visualize: replace the dataset root"),
     "figure_out": path(null=True, doc="visualize: also write figure.png here"),
     "visualize:num_workers": _I(0, doc="DataLoader worker processes"),
+    "visualize:images": free_form("an integer ≥ 1 (the first N images of the split) or a list of image indices",
+                                  doc="visualize: the images the class maps (evidence, occlusion, explorer) are made for"),
+    "visualize:classes": free_form("null or a list of class names or indices, e.g. [Car,Pedestrian]",
+                                   doc="visualize: the classes mapped; null = every class predicted in the image"),
+    "visualize:evidence.enabled": flag(doc="visualize: evidence/*.png, a class's logits over evidence.region projected "
+                                           "through decoder and encoder to the pixels (Z&F §2.1)"),
+    "visualize:evidence.method": choice("deconvnet", "guided_backprop", "gradient",
+                                        doc="visualize: how the evidence passes a ReLU (deconvnet: Z&F)"),
+    "visualize:evidence.region": free_form("mask, [y, x] (a pixel) or [y0, x0, y1, x1] (a box, ends exclusive)",
+                                           doc="visualize: the output pixels whose class logits are projected; "
+                                               "mask = the class's predicted mask"),
+    "visualize:evidence.grid": _I(1, 32, doc="visualize: explorer: per-pixel evidence precomputed on grid × grid cells"),
+    "visualize:occlusion.enabled": flag(doc="visualize: occlusion/*.png, the drop of the class's mean probability "
+                                            "under a grey patch (Z&F §4.2)"),
+    "visualize:occlusion.patch": _I(1, doc="visualize: occluding patch side (px)"),
+    "visualize:occlusion.stride": _I(1, doc="visualize: patch stride (px), ≤ occlusion.patch"),
+    "visualize:occlusion.batch_size": _I(1, doc="visualize: occluded copies per forward pass"),
+    "visualize:explorer": flag(doc="visualize: explorer/index.html, a self-contained page of the class maps, "
+                                   "per-pixel evidence and the top-k unit browser"),
+    "visualize:mc_samples": _I(1, null=True, doc="visualize: explorer: Monte-Carlo dropout passes for the uncertainty; "
+                                                 "null = 8 for a model with dropout (Bayesian SegNet), none otherwise"),
     "recompute_bn:windows": choice("auto", "train", "eval", doc="recompute_bn: the images the statistics come from "
                                    "(auto: the model family's training windows; eval: whole images)"),
     "recompute_bn:batches": free_form("auto or an integer ≥ 1", doc="recompute_bn: batches averaged (auto: the family's)"),

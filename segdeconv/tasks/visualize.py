@@ -2,7 +2,8 @@
 
 Checkpoint → model → :class:`~segdeconv.visualize.projection.Projector`; dataset split → top-k
 search → projections → per-layer PNGs, ``figure.png`` (all layers), ``index.html``,
-``topk.json`` and TensorBoard images (``tb/``), all in ``cfg.output_dir``.
+``topk.json`` and TensorBoard images (``tb/``), all in ``cfg.output_dir`` (``layers=[]``: none of these).
+Then the class maps (:mod:`segdeconv.tasks.visualize_maps`): ``evidence/``, ``occlusion/``, ``explorer/``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import image_format, write_json
 from segdeconv.errors import ConfigError
-from segdeconv.trained import load_trained
+from segdeconv.tasks.visualize_maps import class_maps, plan_maps
+from segdeconv.trained import Trained, load_trained
 from segdeconv.visualize.projection import Projector, check_method
 from segdeconv.visualize.render import layer_figure, log_tensorboard, save_png, stack, write_index
 from segdeconv.visualize.topk import LayerTiles, TopK, collect_tiles, search_topk
@@ -37,14 +39,14 @@ def methods_of(cfg: DictConfig) -> list[str]:
     return [check_method(m) for m in methods]
 
 
-def _prepare(cfg: DictConfig) -> tuple[Projector, Dataset]:
+def _prepare(cfg: DictConfig) -> tuple[Trained, Projector, Dataset]:
     methods_of(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     trained = load_trained(cfg.ckpt_path, resolve_device(cfg.device, key="device"))
     projector = Projector.from_model(trained.model)
     dataset = split_dataset(trained.dataset_cfg, cfg.get("dataset"), cfg.split, cfg.get("data_root"), cfg.ckpt_path)
-    return projector, dataset
+    return trained, projector, dataset
 
 
 def _write(out: Path, cfg: DictConfig, tiles: dict[str, LayerTiles], facts: dict[str, str]) -> dict[str, str]:
@@ -74,6 +76,13 @@ def default_layers(names: list[str]) -> list[str]:
     return list(last.values())[-2:]
 
 
+def layers_of(cfg: DictConfig, projector: Projector) -> list[str]:
+    """``layers``: null → :func:`default_layers`; a bare name → one layer; ``[]`` → no top-k search."""
+    if cfg.layers is None:
+        return default_layers(list(projector.layers))
+    return [cfg.layers] if isinstance(cfg.layers, str) else list(cfg.layers)
+
+
 def visualize(cfg: DictConfig) -> dict[str, Any]:
     """Run the tool as ``cfg`` describes; returns the run's facts (timings, counts, files)."""
     out = Path(cfg.output_dir)
@@ -81,11 +90,26 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         image_format(cfg.figure_out, "figure_out")  # a name PIL can write (a suffix), before any work
         check_output_file(cfg.figure_out, [cfg.ckpt_path], "figure_out")
     out.mkdir(parents=True, exist_ok=True)
-    projector, dataset = _prepare(cfg)
+    trained, projector, dataset = _prepare(cfg)
     if cfg.get("figure_out"):  # nor an image of the dataset it searches
         check_output_file(cfg.figure_out, [cfg.ckpt_path, *dataset_inputs(dataset)], "figure_out")
-    layers = default_layers(list(projector.layers)) if cfg.layers is None else (
-        [cfg.layers] if isinstance(cfg.layers, str) else list(cfg.layers))  # layers=conv3_3: one layer
+    layers, plan = layers_of(cfg, projector), plan_maps(cfg, trained, dataset, out)  # every key checked first
+    if not layers and plan is None:
+        raise ConfigError("layers=[] leaves nothing to do; name layers (e.g. layers=[conv5_3]) or turn on "
+                          "evidence.enabled, occlusion.enabled or explorer")
+    facts, tiles = _topk(cfg, out, projector, dataset, layers) if layers else ({}, {})
+    if plan is not None:
+        t0 = time.perf_counter()
+        shown = {"checkpoint": str(cfg.ckpt_path), **{k: v for k, v in facts.items() if isinstance(v, str)}}
+        files = class_maps(plan, trained, dataset, out, tiles, shown)
+        facts = {**facts, "files": [*facts.get("files", []), *files], "class_maps_s": time.perf_counter() - t0}
+        log.info("class maps: %d files in %.1f s in %s", len(files), facts["class_maps_s"], out)
+    return facts
+
+
+def _topk(cfg: DictConfig, out: Path, projector: Projector, dataset: Dataset,
+          layers: list[str]) -> tuple[dict[str, Any], dict[str, LayerTiles]]:
+    """The Z&F Fig. 2 top-k search and projections of ``layers`` and their files: ``(facts, tiles)``."""
     channels = list(cfg.channels)
     t0 = time.perf_counter()
     tables = search_topk(projector, dataset, layers, channels, cfg.topk, cfg.get("limit"),
@@ -101,4 +125,4 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     log.info("top-%d over %d images: search %.1f s, projections %.1f s; wrote %s, figure.png, index.html in %s",
              cfg.topk, n, t1 - t0, t2 - t1, ", ".join(pngs.values()), out)
     return {**facts, "files": list(pngs.values()) + ["figure.png", "index.html", "topk.json"],
-            "search_s": t1 - t0, "projection_s": t2 - t1}
+            "search_s": t1 - t0, "projection_s": t2 - t1}, tiles
