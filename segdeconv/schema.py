@@ -127,6 +127,7 @@ KNOBS: dict[str, Knob] = {
     "loss.criterion.eps": positive(doc="numerical ε of the loss"),
     "loss.criterion.weights": _R(0, each=True, doc="combined losses: the weight of each term"),
     "loss.criterion.per_image": flag(doc="Lovász: average the loss per image instead of over the batch"),
+    "loss.criterion.bins": _I(0, resume=WARN, doc="Lovász: 0 = exact per-class sort; N ≥ 2 = errors in N bins, O(P), loss within 1/N"),
     # ---------------------------------------------------------------- model (conf/model/: presets)
     "model.num_classes": _I(1, 255, doc="output classes (follows dataset.num_classes)"),
     "model.encoder.width": positive(doc="channel multiplier of the VGG encoder (0.25: the CPU recipe)"),

@@ -43,6 +43,7 @@ ALL_LOSSES = {
     "focal": lambda **kw: Focal(**kw),
     "lovasz": lambda **kw: LovaszSoftmax(**kw),
     "lovasz_per_image": lambda **kw: LovaszSoftmax(per_image=True, **kw),
+    "lovasz_binned": lambda **kw: LovaszSoftmax(bins=256, **kw),
     "ohem_thresh": lambda **kw: OHEMCrossEntropy(thresh=0.7, min_kept=5, **kw),
     "ohem_topk": lambda **kw: OHEMCrossEntropy(thresh=None, min_kept=5, top_k_ratio=0.3, **kw),
     "ce_plus_lovasz": lambda **kw: WeightedSum([CrossEntropy, LovaszSoftmax], [1.0, 0.5], **kw),
@@ -283,6 +284,38 @@ def test_lovasz_per_image_skips_all_ignored_images():
     x, t = rand_batch(b=2, c=3, seed=10)
     t[1] = 255
     torch.testing.assert_close(LovaszSoftmax(per_image=True)(x, t), LovaszSoftmax()(x[:1], t[:1]))
+
+
+def test_lovasz_binned_equals_the_sort_when_errors_tie_within_bins():
+    """Probabilities from a 5-value set: every error is one of 0, .25, …, 1, so bins hold exact ties and the
+    binned loss is the sorted one (any order of a tie sums the same)."""
+    g = torch.Generator().manual_seed(3)
+    probas = torch.randint(0, 5, (400, 4), generator=g).float() / 4
+    labels = torch.randint(0, 4, (400,), generator=g)
+    for bins in (8, 4096):
+        torch.testing.assert_close(lovasz_softmax_flat(probas, labels, "all", bins=bins),
+                                   lovasz_softmax_flat(probas, labels, "all"), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bins", [256, 4096])
+def test_lovasz_binned_loss_within_one_bin_and_gradient_within_two_percent(bins):
+    """Continuous errors at a CamVid-like size (one 11-class 96×128 image, confident logits): each class's loss
+    moves by < 1/bins (the stated bound) and the gradient by < 2 % (relative L2) from the exact sort."""
+    g = torch.Generator().manual_seed(4)
+    x = (4 * torch.randn(1, 11, 96, 128, generator=g)).requires_grad_(True)
+    t = torch.randint(0, 11, (1, 96, 128), generator=g)
+    for c in range(11):
+        exact, binned = LovaszSoftmax(classes=[c])(x, t), LovaszSoftmax(classes=[c], bins=bins)(x, t)
+        assert abs(binned.item() - exact.item()) < 1.0 / bins
+    exact, binned = LovaszSoftmax()(x, t), LovaszSoftmax(bins=bins)(x, t)
+    g_exact, g_binned = torch.autograd.grad(exact, x)[0], torch.autograd.grad(binned, x)[0]
+    assert float((g_binned - g_exact).norm() / g_exact.norm()) < 0.02
+
+
+@pytest.mark.parametrize("bins", [1, -4, 2.5, True])
+def test_lovasz_bins_must_be_zero_or_at_least_two(bins):
+    with pytest.raises(ConfigError, match="loss.criterion.bins must be 0"):
+        LovaszSoftmax(bins=bins)
 
 
 # ----------------------------------------------------------------------------- OHEM
