@@ -27,8 +27,9 @@ from segdeconv.visualize.render import heatmap, to_display
 from segdeconv.visualize.topk import LayerTiles
 
 JPEG = {"quality": 85, "optimize": True}
-UNIT_PX = 56  # px of one top-k tile in the unit browser
+UNIT_PX = 96  # px of one top-k tile in the unit browser
 GAP = 3
+EVIDENCE_ALPHA = 0.8  # evidence maps over a faint copy of the image (20 %), so they can be placed
 
 
 def _save(folder: Path, rel: str, picture: np.ndarray, what: str) -> str:
@@ -72,12 +73,13 @@ def image_entry(folder: Path, m: ImageMaps, palette: Sequence[Sequence[int]]) ->
     }
     saved: dict[tuple[str, int], str] = {}
     for c, ev in m.evidence.items():
-        saved["ev", c] = _save(folder, f"img/{n}_ev{c}.jpg", heatmap(ev), "explorer evidence map")
+        saved["ev", c] = _save(folder, f"img/{n}_ev{c}.jpg", heatmap(ev, shown, EVIDENCE_ALPHA), "explorer evidence map")
     for c, occ in m.occlusion.items():
         saved["occ", c] = _save(folder, f"img/{n}_occ{c}.jpg", heatmap(occ, shown), "explorer occlusion map")
     entry["classes"] = _class_rows(m, saved)
     entry["cells"] = [{"y": k.y, "x": k.x, "label": k.label, "p": float(m.probs[k.label, k.y, k.x]),
-                       "src": _save(folder, f"img/{n}_cell{i}.jpg", heatmap(k.evidence), "explorer pixel evidence")}
+                       "src": _save(folder, f"img/{n}_cell{i}.jpg", heatmap(k.evidence, shown, EVIDENCE_ALPHA),
+                                   "explorer pixel evidence")}
                       for i, k in enumerate(m.cells)]
     return entry
 

@@ -17,7 +17,7 @@ header{background:#1d2b3a;color:#fff;padding:10px 18px}header h1{font-size:18px;
 header .facts{font-size:12px;color:#c5d0db}header .facts b{color:#fff;font-weight:600}
 .bar{display:flex;gap:16px;align-items:center;flex-wrap:wrap;padding:10px 18px;background:#fff;border-bottom:1px solid #d8dde3}
 .bar select,.bar input{font:inherit}main{display:flex;gap:16px;padding:14px 18px;align-items:flex-start}
-.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px;flex:1}
+.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;flex:1}
 .panel{background:#fff;border:1px solid #d8dde3;border-radius:6px;padding:8px}
 .panel h2{font-size:14px;margin:0 0 6px}.panel .cap{font-size:12px;color:#56606b;margin-top:4px;min-height:2.6em}
 .panel img{width:100%;display:block;border-radius:3px;image-rendering:auto}
@@ -54,7 +54,7 @@ BODY = """
 <div class="lbl"><span>occluding raises the class</span><span>0</span><span>occluding lowers the class</span></div>
 <div class="cap" id="occlusion-cap"></div></div>
 <div class="panel"><h2>Pixel evidence</h2><img id="pixel-img" alt="pixel evidence">
-<div class="cap" id="pixel-info">Click a pixel of the image.</div></div>
+<div class="cap" id="pixel-info"></div></div>
 <div class="panel"><h2 id="conf-title">Confidence</h2><img id="conf-img" alt="confidence">
 <div class="scale" style="background:linear-gradient(90deg,#000,#fff)"></div>
 <div class="lbl"><span id="conf-lo">low</span><span id="conf-hi">high</span></div>
@@ -90,9 +90,10 @@ function showImage(i) {
   $('mc').textContent = m.unc ? 'Bayesian model: ' + m.mc + ' Monte-Carlo dropout passes' : '';
   $('unc-head').style.display = m.unc ? '' : 'none';
   table(m); $('mark').style.display = $('cell-mark').style.display = 'none';
-  $('pixel-img').removeAttribute('src'); $('pixel-info').textContent = 'Click a pixel of the image.';
-  const first = m.classes.find(c => c.evidence || c.occlusion);
-  selectClass(first ? first.c : null);
+  $('pixel-img').removeAttribute('src'); $('pixel-img').style.display = 'none';
+  $('pixel-info').textContent = 'Click a pixel of the image: its evidence appears here.';
+  const mapped = m.classes.filter(c => c.evidence || c.occlusion).sort((a, b) => b.share - a.share);
+  selectClass(mapped.length ? mapped[0].c : null);
 }
 function table(m) {
   const body = $('class-table').tBodies[0]; body.innerHTML = '';
@@ -129,7 +130,7 @@ function clickPixel(ev) {
   if (!m.cells.length) { $('pixel-info').textContent = 'No per-pixel evidence was precomputed.'; return; }
   const r = Math.min(m.grid - 1, Math.floor(y * m.grid / m.h)), c = Math.min(m.grid - 1, Math.floor(x * m.grid / m.w));
   const cell = m.cells[r * m.grid + c]; place($('cell-mark'), cell.x, cell.y, m);
-  $('pixel-img').src = cell.src;
+  $('pixel-img').src = cell.src; $('pixel-img').style.display = 'block';
   $('pixel-info').textContent = 'Pixel (y ' + y + ', x ' + x + '): shown is the evidence of the nearest precomputed cell centre (y ' +
     cell.y + ', x ' + cell.x + ', yellow) for its predicted class ' + D.classes[cell.label].name + ' (p = ' + pct(cell.p) +
     '); per-pixel evidence is precomputed on a ' + m.grid + '×' + m.grid + ' grid.';
@@ -154,9 +155,10 @@ function showUnit(i, j) {
   const u = D.units[i], ch = u.channels[j];
   [...$('channels').children].forEach((b, k) => b.classList.toggle('sel', k === j));
   $('unit-img').src = ch.src;
-  $('unit-cap').textContent = u.layer + ' unit ' + ch.channel + ': rows = ' + u.methods.join(', ') +
-    ' projections, then the image patches (receptive field ' + u.rf + ' px) of its top ' + ch.values.length +
-    ' activations over the split, strongest first: ' + ch.values.map(v => v.toPrecision(3)).join(', ');
+  $('unit-cap').textContent = u.layer + ' unit ' + ch.channel + ': its top ' + ch.values.length +
+    ' activations over the split, strongest first (' + ch.values.map(v => v.toPrecision(3)).join(', ') + '). Rows: the ' +
+    u.methods.join(', ') + ' projection' + (u.methods.length > 1 ? 's' : '') + ', then the image patch (receptive field ' +
+    u.rf + ' px; black = outside the image).';
 }
 D.images.forEach((m, i) => $('image').add(new Option(m.name, i)));
 $('image').onchange = () => showImage(+$('image').value);
