@@ -100,6 +100,10 @@ HOSTILE: dict[str, Case] = {
     "export_tolerance_zero": Case("export.py", (f"ckpt_path={BEST}", "tolerance=0", "output={r}/m.onnx"),
                                   ("tolerance=0", "> 0")),
     "export_opset_too_old": Case("export.py", (f"ckpt_path={BEST}", "opset=7", "output={r}/m.onnx"), ("opset=7", "≥ 11")),
+    "visualize_unknown_class": Case("visualize.py", (f"ckpt_path={BEST}", "layers=[]", "evidence.enabled=true",
+                                                     "classes=[Cat]"), ("classes=", "'Cat' is unknown", "use one of")),
+    "visualize_occlusion_patch_zero": Case("visualize.py", (f"ckpt_path={BEST}", "occlusion.enabled=true",
+                                                            "occlusion.patch=0"), ("occlusion.patch=0", "≥ 1")),
     "accumulate_more_than_an_epoch": Case("train.py", (*TRAIN, "trainer.accumulate_grad_batches=8", "trainer.max_steps=2"),
                                           ("trainer.accumulate_grad_batches=8", "an epoch has 4")),
     # data: same stem, val inside train, an empty split named
