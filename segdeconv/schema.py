@@ -222,6 +222,11 @@ KNOBS: dict[str, Knob] = {
     "visualize:occlusion.batch_size": _I(1, doc="visualize: occluded copies per forward pass"),
     "visualize:explorer": flag(doc="visualize: explorer/index.html, a self-contained page of the class maps, "
                                    "per-pixel evidence and the top-k unit browser"),
+    "visualize:decoder": flag(doc="visualize: decoder_switch_maps.png, where each decoder stage unpools (SegNet §3)"),
+    "visualize:evolution.checkpoints": free_form("null, a run dir or a list of .pt files",
+                                                 doc="visualize: evolution.png, the channels' top-1 projection in every "
+                                                     "step checkpoint (Z&F Fig. 4)"),
+    "visualize:evolution.layer": free_form("null or convI_J / poolN", doc="visualize: evolution's layer; null = the first of layers"),
     "visualize:mc_samples": _I(1, null=True, doc="visualize: explorer: Monte-Carlo dropout passes for the uncertainty; "
                                                  "null = 8 for a model with dropout (Bayesian SegNet), none otherwise"),
     "recompute_bn:windows": choice("auto", "train", "eval", doc="recompute_bn: the images the statistics come from "

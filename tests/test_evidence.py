@@ -200,3 +200,21 @@ def test_heatmap_rendering():
     assert rgb[0, 0].tolist() == [191, 191, 191] and rgb[3, 3].tolist() == [255, 191, 191]
     with pytest.raises(ValueError, match=r"heatmap expects a \(H, W\) or \(3, H, W\) map"):
         heatmap(torch.zeros(2, 3, 4))
+
+
+def test_occlusion_at_the_training_size_is_the_small_map_upsampled():
+    """``input_size``: image resized, patch/stride/region scaled, map upsampled (the fast path)."""
+    net, _ = build("segnet")
+    x = torch.randn(3, 64, 96, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(occlusion_map(net, x, 1, (8, 8, 40, 60), 8, 4, input_size=(64, 96)),
+                       occlusion_map(net, x, 1, (8, 8, 40, 60), 8, 4))
+    got = occlusion_map(net, x, 1, (8, 8, 40, 60), patch=8, stride=4, batch_size=64, input_size=(32, 48))
+    small = torch.nn.functional.interpolate(x[None], size=(32, 48), mode="bilinear", align_corners=False)[0]
+    want = occlusion_map(net, small, 1, (4, 4, 20, 30), patch=4, stride=2)
+    up = torch.nn.functional.interpolate(want[None, None], size=(64, 96), mode="bilinear", align_corners=False)[0, 0]
+    assert got.shape == (64, 96) and torch.allclose(got, up, atol=1e-7)
+    mask = torch.zeros(64, 96, dtype=torch.bool)
+    mask[8:40, 8:60] = True  # a bool mask scales to the same box
+    assert torch.allclose(occlusion_map(net, x, 1, mask, 8, 4, input_size=(32, 48)), got, atol=1e-7)
+    with pytest.raises(ConfigError, match=r"input_size=\(0, 48\) must be two sizes >= 1"):
+        occlusion_map(net, x, 1, (1, 1), 8, 4, input_size=(0, 48))

@@ -22,6 +22,7 @@ from segdeconv.engine.outputs import check_output_file
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import image_format, write_json
 from segdeconv.errors import ConfigError
+from segdeconv.tasks.visualize_decoder import decoder_and_evolution
 from segdeconv.tasks.visualize_maps import class_maps, plan_maps
 from segdeconv.trained import Trained, load_trained
 from segdeconv.visualize.projection import Projector, check_method
@@ -94,7 +95,7 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("figure_out"):  # nor an image of the dataset it searches
         check_output_file(cfg.figure_out, [cfg.ckpt_path, *dataset_inputs(dataset)], "figure_out")
     layers, plan = layers_of(cfg, projector), plan_maps(cfg, trained, dataset, out)  # every key checked first
-    if not layers and plan is None:
+    if not layers and plan is None and not cfg.get("decoder") and not (cfg.get("evolution") or {}).get("checkpoints"):
         raise ConfigError("layers=[] leaves nothing to do; name layers (e.g. layers=[conv5_3]) or turn on "
                           "evidence.enabled, occlusion.enabled or explorer")
     facts, tiles = _topk(cfg, out, projector, dataset, layers) if layers else ({}, {})
@@ -104,7 +105,8 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         files = class_maps(plan, trained, dataset, out, tiles, shown)
         facts = {**facts, "files": [*facts.get("files", []), *files], "class_maps_s": time.perf_counter() - t0}
         log.info("class maps: %d files in %.1f s in %s", len(files), facts["class_maps_s"], out)
-    return facts
+    extra = decoder_and_evolution(cfg, trained, dataset, out, layers)
+    return {**facts, "files": [*facts.get("files", []), *extra]} if extra else facts
 
 
 def _topk(cfg: DictConfig, out: Path, projector: Projector, dataset: Dataset,

@@ -22,7 +22,7 @@ and in eval mode; both are restored afterwards. Compact (uint8) switches have th
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Sequence, Union, cast
+from typing import Any, Callable, Iterator, Optional, Sequence, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +146,23 @@ def backward_rule(model: nn.Module, method: str) -> Iterator[nn.Module]:
             m.training = mode
 
 
+def input_gradient(model: nn.Module, image: Tensor, method: str,
+                   target: Callable[[nn.Module, Tensor], Tensor]) -> Tensor:
+    """``∂ target(net, x) / ∂x`` under :func:`backward_rule` (``method``): a ``(3, H, W)`` map.
+
+    ``target`` runs the (eval-mode, lean-off) network on ``x`` ``(1, 3, H, W)`` and returns the
+    scalar to project — a class's logits over a region here, a decoder unit in
+    :mod:`~segdeconv.visualize.decoder_maps`.
+    """
+    net = unwrap(model)
+    p = next(net.parameters(), None)
+    with torch.inference_mode(False), torch.enable_grad(), backward_rule(net, method):
+        x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32).clone()
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(target(net, x), x)
+    return grad[0].detach()  # (3, H, W)
+
+
 def class_evidence(model: nn.Module, image: Tensor, class_index: ClassRef, region: Region = None,
                    method: str = "deconvnet", class_names: Optional[Sequence[str]] = None) -> Tensor:
     """Project class ``c``'s evidence over ``region`` back to the pixels: a ``(3, H, W)`` map.
@@ -157,17 +174,14 @@ def class_evidence(model: nn.Module, image: Tensor, class_index: ClassRef, regio
     normalized input space; show it with :func:`~segdeconv.visualize.render.heatmap`.
     """
     check_method(method)
-    net = unwrap(model)
-    p = next(net.parameters(), None)
-    with torch.inference_mode(False), torch.enable_grad(), backward_rule(net, method):
-        x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32).clone()
-        x.requires_grad_(True)
+
+    def target(net: nn.Module, x: Tensor) -> Tensor:
         logits = net(x)  # (1, C, H, W)
         c = check_class(class_index, int(logits.shape[1]), class_names)
         mask = region_mask(region, (x.shape[-2], x.shape[-1]), logits[0].detach().argmax(0), c)
-        target = logits[0, c][mask].sum()
-        (grad,) = torch.autograd.grad(target, x)
-    return grad[0].detach()  # (3, H, W)
+        return logits[0, c][mask].sum()
+
+    return input_gradient(model, image, method, target)
 
 
-__all__ = ["class_evidence", "backward_rule", "check_class", "region_mask", "as_batch"]
+__all__ = ["class_evidence", "input_gradient", "backward_rule", "check_class", "region_mask", "as_batch"]

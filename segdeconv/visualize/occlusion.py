@@ -10,6 +10,16 @@ Windows follow ``captum.attr.Occlusion`` exactly: along each axis the patch star
 ``0, s, 2s, …, ⌈(H − p)/s⌉·s`` (the last one may hang over the far edge and is cut there), and
 each pixel gets the mean drop of the windows covering it. Occluded copies go through the model
 ``batch_size`` at a time, in eval mode without autograd, channels-last (faster on CPU).
+
+**Speed** (``input_size``). The cost is one forward per window: a 32-px patch at stride 16 over a
+360×480 image is 22 × 29 = 638 forwards. ``input_size=(h, w)`` — the size the model was trained at,
+``load_trained(...).image_size``, as the :class:`~segdeconv.inference.predictor.Predictor`'s
+``input_size="train"`` — runs the whole map at that size: the image is resized (bilinear), the patch,
+stride and region are scaled by ``h/H``, ``w/W`` (a 32/16 patch at 360×480 is 16/8 at 180×240: the
+same 638 windows on ¼ of the pixels), and the map is upsampled (bilinear) back to ``(H, W)``. At the
+native size (``input_size=None``) the map is exactly captum's. Reusing the clean image's features
+outside a patch's receptive field would not pay for SegNet: pool5's units see (nearly) the whole
+image, so the whole decoder — half the forward, measured — changes with every patch.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import math
 from typing import Iterator, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdeconv.engine.checkpoint import unwrap
@@ -47,33 +58,69 @@ def mean_probability(logits: Tensor, class_index: int, mask: Tensor) -> Tensor:
     return region.softmax(1)[:, class_index].mean(-1)
 
 
-def _windows(size: tuple[int, int], patch: int, stride: int) -> list[tuple[int, int]]:
-    return [(y, x) for y in window_starts(size[0], patch, stride) for x in window_starts(size[1], patch, stride)]
+Pair = tuple[int, int]  # (along y, along x)
 
 
-def _batches(items: Sequence[tuple[int, int]], n: int) -> Iterator[Sequence[tuple[int, int]]]:
+def _windows(size: Pair, patch: Pair, stride: Pair) -> list[Pair]:
+    return [(y, x) for y in window_starts(size[0], patch[0], stride[0])
+            for x in window_starts(size[1], patch[1], stride[1])]
+
+
+def _batches(items: Sequence[Pair], n: int) -> Iterator[Sequence[Pair]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
 
 
+def _scaled(v: int, scale: float) -> int:
+    return max(1, int(round(v * scale)))
+
+
+def _scale_region(region: Region, size: Pair, small: Pair, device: torch.device) -> Optional[Tensor]:
+    """``region`` given at ``size`` as a bool mask at ``small``: pixels at least half covered (else any)."""
+    if region is None:
+        return None  # the predicted mask, computed at the model's size
+    full = region_mask(region, size, torch.zeros((), device=device), 0)
+    cover = F.interpolate(full[None, None].float(), size=small, mode="area")[0, 0]
+    return cover >= 0.5 if bool((cover >= 0.5).any()) else cover > 0
+
+
 def occlusion_map(model: nn.Module, image: Tensor, class_index: ClassRef, region: Region = None,
                   patch: int = 32, stride: int = 16, batch_size: int = 16, fill: float = 0.0,
-                  class_names: Optional[Sequence[str]] = None) -> Tensor:
+                  class_names: Optional[Sequence[str]] = None,
+                  input_size: Optional[Sequence[int]] = None) -> Tensor:
     """Z&F §4.2 occlusion map ``(H, W)``: the drop of class ``c``'s mean probability over ``region``.
 
     ``image`` ``(3, H, W)`` is normalized as the model sees it, so ``fill=0`` is the dataset's
     mean colour (Z&F's grey square). ``region``: ``None`` (the predicted mask of ``c`` on the clean
     image), ``(y, x)``, ``(y0, x0, y1, x1)`` (ends exclusive) or a bool mask ``(H, W)``; the region
-    stays fixed while the patch moves. ``patch``/``stride`` in px; ``batch_size`` occluded copies
-    per forward. Each pixel holds the mean drop over the patches that cover it.
+    stays fixed while the patch moves. ``patch``/``stride`` in px of ``image``; ``batch_size``
+    occluded copies per forward. Each pixel holds the mean drop over the patches that cover it.
+    ``input_size=(h, w)``: run the model at that size (the training size; see the module doc).
     """
     net = unwrap(model)
     p = next(net.parameters(), None)
     x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32)
-    x = x.contiguous(memory_format=torch.channels_last)  # oneDNN convolves channels-last faster on CPU
     size = (int(x.shape[-2]), int(x.shape[-1]))
     check_window(size, patch, stride, batch_size)
-    modes = [(m, m.training) for m in net.modules()]
+    small = size if input_size is None else (int(input_size[0]), int(input_size[1]))
+    if min(small) < 1:
+        raise ConfigError(f"input_size={tuple(input_size or ())} must be two sizes >= 1 (h, w)")
+    if small == size:
+        return _occlusion(net, x, class_index, region, (patch, patch), (stride, stride), batch_size, fill, class_names)
+    sy, sx = small[0] / size[0], small[1] / size[1]
+    x = F.interpolate(x, size=small, mode="bilinear", align_corners=False)  # as Predictor's input_size="train"
+    m = _occlusion(net, x, class_index, _scale_region(region, size, small, x.device),
+                   (_scaled(patch, sy), _scaled(patch, sx)), (_scaled(stride, sy), _scaled(stride, sx)),
+                   batch_size, fill, class_names)
+    return F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _occlusion(net: nn.Module, x: Tensor, class_index: ClassRef, region: Region, patch: Pair, stride: Pair,
+               batch_size: int, fill: float, class_names: Optional[Sequence[str]]) -> Tensor:
+    """The occlusion map of ``x`` (1, 3, H, W) at its own size, with a ``patch`` (ph, pw) window."""
+    x = x.contiguous(memory_format=torch.channels_last)  # oneDNN convolves channels-last faster on CPU
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    (ph, pw), modes = patch, [(m, m.training) for m in net.modules()]
     net.eval()
     try:
         with torch.inference_mode():
@@ -86,11 +133,11 @@ def occlusion_map(model: nn.Module, image: Tensor, class_index: ClassRef, region
             for batch in _batches(_windows(size, patch, stride), batch_size):
                 copies = x.expand(len(batch), -1, -1, -1).clone(memory_format=torch.channels_last)  # (b, 3, H, W)
                 for i, (y0, x0) in enumerate(batch):
-                    copies[i, :, y0:y0 + patch, x0:x0 + patch] = fill
+                    copies[i, :, y0:y0 + ph, x0:x0 + pw] = fill
                 drops = base - mean_probability(net(copies), c, mask)  # (b,)
                 for (y0, x0), d in zip(batch, drops.double().tolist()):
-                    total[y0:y0 + patch, x0:x0 + patch] += d
-                    count[y0:y0 + patch, x0:x0 + patch] += 1
+                    total[y0:y0 + ph, x0:x0 + pw] += d
+                    count[y0:y0 + ph, x0:x0 + pw] += 1
     finally:
         for m, mode in modes:
             m.training = mode
