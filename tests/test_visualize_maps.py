@@ -11,6 +11,8 @@ from conftest import compose_cfg
 from segdeconv.config import check_config
 from segdeconv.errors import ConfigError, UserError
 from segdeconv.tasks.visualize import visualize
+from segdeconv.visualize import occlusion_map
+from segdeconv.visualize.classmaps import occlusion_maps
 
 FAST = ["progress=false", "layers=[]", "occlusion.patch=16", "occlusion.stride=16", "evidence.grid=2"]
 
@@ -75,3 +77,20 @@ def test_nothing_to_do_and_mc_samples_without_dropout(tiny_ckpt, tmp_path):
         visualize(cfg_of(tiny_ckpt, tmp_path))
     with pytest.raises(ConfigError, match="mc_samples=4 needs a model with dropout"):
         visualize(cfg_of(tiny_ckpt, tmp_path, "explorer=true", "mc_samples=4"))
+
+
+@pytest.mark.parametrize("region", [None, (3, 5, 30, 40)])
+def test_one_sweep_occlusion_equals_occlusion_map_per_class(region):
+    import torch
+
+    from segdeconv.models import SegNet, VGGEncoder
+
+    torch.manual_seed(0)
+    model = SegNet(4, encoder=VGGEncoder("vgg11", width=0.125, num_stages=3)).eval()
+    image = torch.randn(3, 37, 50)
+    label = model(image[None])[0].argmax(0)
+    classes = [int(c) for c in label.unique()] if region is None else [0, 1, 2, 3]
+    maps = occlusion_maps(model, image, classes, region, patch=12, stride=5, batch_size=7)
+    for c in classes:
+        ref = occlusion_map(model, image, c, region, patch=12, stride=5, batch_size=3)
+        torch.testing.assert_close(maps[c], ref, rtol=0, atol=1e-6)

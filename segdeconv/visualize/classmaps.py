@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,8 +22,8 @@ from segdeconv.engine.checkpoint import unwrap
 from segdeconv.errors import ConfigError
 from segdeconv.inference.montecarlo import MCDropout
 from segdeconv.models.bayesian import dropout_layers
-from segdeconv.visualize.evidence import Region, as_batch, class_evidence
-from segdeconv.visualize.occlusion import occlusion_map
+from segdeconv.visualize.evidence import Region, as_batch, class_evidence, region_mask
+from segdeconv.visualize.occlusion import check_window, mean_probability, window_starts
 
 log = logging.getLogger("segdeconv")
 DEFAULT_MC_SAMPLES = 8
@@ -74,6 +75,18 @@ class ImageMaps:
         return self.probs.argmax(0)  # (H, W)
 
 
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode within; every module's mode restored after."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield net
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def mc_passes(model: nn.Module, mc_samples: Optional[int]) -> int:
     """Monte-Carlo passes for ``model``: ``mc_samples``, or the default for a model with dropout, else 1."""
     has_dropout = bool(dropout_layers(unwrap(model)))
@@ -91,7 +104,8 @@ def predict(model: nn.Module, image: Tensor, samples: int, seed: int = 0) -> tup
     x = as_batch(image).to(p.device if p is not None else image.device, torch.float32)
     with torch.inference_mode():
         if samples <= 1:
-            return net.eval()(x)[0].float().softmax(0).cpu(), None
+            with eval_mode(net):
+                return net(x)[0].float().softmax(0).cpu(), None
         mean = MCDropout(samples, seed).stats(net, x)[0][0].cpu()  # (C, H, W)
     entropy = -(mean * mean.clamp_min(1e-12).log()).sum(0)
     return mean, (entropy / math.log(max(2, mean.shape[0]))).clamp(0, 1)
@@ -113,6 +127,39 @@ def grid_cells(model: nn.Module, image: Tensor, label: Tensor, grid: int, method
     return cells
 
 
+def occlusion_maps(model: nn.Module, image: Tensor, classes: Sequence[int], region: Region = None, patch: int = 32,
+                   stride: int = 16, batch_size: int = 16, fill: float = 0.0) -> dict[int, Tensor]:
+    """:func:`~segdeconv.visualize.occlusion.occlusion_map` of several classes from one sweep (Z&F §4.2):
+    each occluded copy goes through the model once and scores every class over its own region, so the
+    explorer's maps of all predicted classes cost one map's forwards. Equal to ``occlusion_map`` per class."""
+    net = unwrap(model)
+    p = next(net.parameters(), None)
+    x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    check_window(size, patch, stride, batch_size)
+    windows = [(y, x0) for y in window_starts(size[0], patch, stride) for x0 in window_starts(size[1], patch, stride)]
+
+    def score(out: Tensor) -> Tensor:  # (b, K): each class's mean probability over its own region
+        return torch.stack([mean_probability(out, c, m) for c, m in zip(classes, masks)], 1)
+
+    with torch.inference_mode(), eval_mode(net):
+        logits = net(x)
+        masks = [region_mask(region, size, logits[0].argmax(0), c) for c in classes]
+        base = score(logits)  # (1, K)
+        total = torch.zeros(len(classes), *size, dtype=torch.float64)
+        count = torch.zeros(size, dtype=torch.float64)
+        for i in range(0, len(windows), batch_size):
+            batch = windows[i:i + batch_size]
+            copies = x.expand(len(batch), -1, -1, -1).clone()  # (b, 3, H, W)
+            for j, (y0, x0) in enumerate(batch):
+                copies[j, :, y0:y0 + patch, x0:x0 + patch] = fill
+            drops = (base - score(net(copies))).double().cpu()  # (b, K)
+            for (y0, x0), d in zip(batch, drops):
+                total[:, y0:y0 + patch, x0:x0 + patch] += d.view(-1, 1, 1)
+                count[y0:y0 + patch, x0:x0 + patch] += 1
+    return {c: (total[k] / count).float() for k, c in enumerate(classes)}
+
+
 def chosen_classes(classes: Optional[Sequence[int]], label: Tensor, region: Region) -> list[int]:
     """``classes``, or (None) every predicted class, largest area first; with ``region=None`` (the class's
     mask) only the classes predicted somewhere are kept."""
@@ -130,11 +177,11 @@ def image_maps(model: nn.Module, image: Tensor, shown: Tensor, name: str, classe
     samples = mc_passes(model, s.mc_samples)
     probs, uncertainty = predict(model, image, samples)
     maps = ImageMaps(name, shown.cpu(), probs, uncertainty, samples, grid=s.grid)
-    for c in chosen_classes(classes, maps.label, s.region):
-        if s.evidence:
-            maps.evidence[c] = class_evidence(model, image, c, s.region, s.method).cpu()
-        if s.occlusion:
-            maps.occlusion[c] = occlusion_map(model, image, c, s.region, s.patch, s.stride, s.batch_size).cpu()
+    chosen = chosen_classes(classes, maps.label, s.region)
+    if s.evidence:
+        maps.evidence = {c: class_evidence(model, image, c, s.region, s.method).cpu() for c in chosen}
+    if s.occlusion and chosen:
+        maps.occlusion = occlusion_maps(model, image, chosen, s.region, s.patch, s.stride, s.batch_size)
     if classes is not None and len(maps.evidence or maps.occlusion) < len(classes):
         log.info("%s: classes not predicted in the image have no maps (evidence.region=mask)", name)
     if s.grid:
@@ -142,4 +189,5 @@ def image_maps(model: nn.Module, image: Tensor, shown: Tensor, name: str, classe
     return maps
 
 
-__all__ = ["MapSettings", "Cell", "ImageMaps", "image_maps", "grid_cells", "cell_centres", "predict", "mc_passes"]
+__all__ = ["MapSettings", "Cell", "ImageMaps", "image_maps", "occlusion_maps", "grid_cells", "cell_centres",
+           "predict", "mc_passes"]
