@@ -2,8 +2,9 @@
 
 Covers the task's own errors (:func:`run_task`, which first range-checks the config) and Hydra's, raised
 before the task runs (unknown config option, misspelled key, unparsable override, unwritable run dir:
-:func:`install_hydra_error_hook`); :class:`segdeconv.run_dir_guard.RunDirGuard` refuses another run's
-directory before Hydra writes into it. ``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
+:func:`run_hydra_main`, through Hydra's public ``HYDRA_FULL_ERROR``; no private Hydra API is patched);
+:class:`segdeconv.run_dir_guard.RunDirGuard` refuses another run's directory before Hydra writes into it.
+``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
 """
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def run_task(fn: Callable[[Any], Any], cfg: Any) -> Any:
     return result
 
 
+_USER_FULL_ERROR = "SEGDECONV_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while run_hydra_main sets Hydra's
+
+
 def _full_error() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+    """``HYDRA_FULL_ERROR=1`` as the user set it: full tracebacks instead of one-line errors."""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
 def _task_failed(line: str) -> NoReturn:
@@ -165,39 +170,34 @@ def _script() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "train.py"
 
 
-def install_hydra_error_hook() -> None:
-    """Make Hydra print its own errors as one ``error: …`` line (exit 2) instead of several lines.
+def run_hydra_main(main: Callable[[], Any]) -> Any:
+    """Run a ``@hydra.main`` function with Hydra's own errors — raised before the task runs (unknown config
+    option, misspelled key, unparsable override, unwritable run dir) or by a failed sweep — as one
+    ``error: …`` line, exit 2 (:func:`_fail`); any other error keeps its traceback.
 
-    Why a hook: Hydra reports config errors (unknown option, misspelled key, bad override) raised
-    *before* the task function runs, inside ``hydra._internal.utils.run_and_report`` (hydra-core 1.3),
-    which every ``@hydra.main`` goes through and which prints a multi-line message and exits 1; no
-    public API changes that. This wraps that one private function (a no-op if it is missing), and is
-    installed only by :func:`prepare_hydra`. Task errors are :func:`run_task`'s job.
+    Public API only: Hydra's documented ``HYDRA_FULL_ERROR=1`` makes it re-raise instead of printing its own
+    multi-line report and exiting 1, so it is set for the call and the exception caught here. The user's own
+    ``HYDRA_FULL_ERROR`` (:func:`_full_error`: the full traceback) is kept in ``SEGDECONV_FULL_ERROR``, which
+    child processes (joblib sweep jobs) inherit too; both are restored afterwards.
     """
+    saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _USER_FULL_ERROR)}
+    os.environ[_USER_FULL_ERROR] = "1" if _full_error() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        from hydra._internal import utils as hydra_utils
-    except ImportError:
-        return
-    original = getattr(hydra_utils, "run_and_report", None)
-    if original is None or getattr(original, "segdeconv_hook", False):
-        return
+        return main()
+    except Exception as e:
+        from segdeconv.sweep import sweep_error_line
 
-    def run_and_report(func: Callable[[], Any]) -> Any:
-        def guarded() -> Any:
-            try:
-                return func()
-            except Exception as e:
-                from segdeconv.sweep import sweep_error_line
-
-                line = None if _full_error() else (sweep_error_line(e) or hydra_error_line(e))
-                if line is None:
-                    raise
-                _fail(line)
-
-        return original(guarded)
-
-    run_and_report.segdeconv_hook = True  # type: ignore[attr-defined]
-    hydra_utils.run_and_report = run_and_report
+        line = None if _full_error() else (sweep_error_line(e) or hydra_error_line(e))
+        if line is None:
+            raise
+        _fail(line)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _omegaconf_message(e: OmegaConfBaseException) -> str:
@@ -237,8 +237,6 @@ def register_resolvers() -> None:
 
 
 def prepare_hydra() -> None:
-    """Called once by each entry script before ``@hydra.main`` runs: registers the resolvers and
-    installs :func:`install_hydra_error_hook`. Explicit (not an import side effect) so importing
-    segdeconv never changes Hydra's behaviour for other programs."""
+    """Called once by each entry script before ``@hydra.main`` runs: registers the resolvers. Explicit (not
+    an import side effect) so importing segdeconv never changes Hydra's behaviour for other programs."""
     register_resolvers()
-    install_hydra_error_hook()

@@ -1,5 +1,5 @@
-"""A run directory has one owner (issue #17): the trainer's lock, refused second trainers, the record
-of each start, and that nothing rewrites another run's ``.hydra`` record."""
+"""A run directory has one owner (issue #17, #28): the trainer's lock (filelock, no fcntl), refused second
+trainers, the record of each start, and that nothing rewrites another run's ``.hydra`` record."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from cli_helpers import cli_env, run_cli, tiny, tree_digest
 from conftest import REPO
 
 from segdeconv.engine.checkpoint import load_checkpoint
-from segdeconv.engine.rundir import LOCK_NAME, RunLock, lock_holder
+from segdeconv.engine.rundir import HOLDER_NAME, LOCK_NAME, RunLock, lock_holder
 from segdeconv.run_dir_guard import _fresh_dir
 
 pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
@@ -34,18 +34,18 @@ def test_a_second_lock_in_another_process_is_refused_and_a_clean_exit_removes_th
         assert r.returncode == 1 and f"is in use by another training run (pid {os.getpid()} on host " \
             f"{socket.gethostname()} since" in r.stderr, r.stderr
         assert lock_holder(run) is None  # this process
-    assert not (run / LOCK_NAME).exists() and lock_holder(run) is None
+    assert not (run / LOCK_NAME).exists() and not (run / HOLDER_NAME).exists() and lock_holder(run) is None
 
 
 def test_trainer_on_a_locked_run_dir_is_refused_naming_the_holder_and_writes_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    with RunLock(run):  # (reading the lock file here would release this process's POSIX lock)
+    with RunLock(run):
         r = run_cli("train.py", [*tiny(trainer__max_epochs=1), f"hydra.run.dir={run}"])
         after = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     (line,) = error_lines(r)
     assert f"{run} is in use by another training run (pid {os.getpid()} on host {socket.gethostname()}" in line
-    assert "hydra.run.dir=" in line and after == [LOCK_NAME]  # no .hydra, no log: refused before Hydra wrote
+    assert "hydra.run.dir=" in line and after == [LOCK_NAME, HOLDER_NAME]  # no .hydra, no log: refused before Hydra wrote
 
 
 def test_lock_of_a_killed_trainer_is_taken_over_by_its_resume(tmp_path: Path) -> None:
@@ -53,17 +53,17 @@ def test_lock_of_a_killed_trainer_is_taken_over_by_its_resume(tmp_path: Path) ->
     proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run}"], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (run / LOCK_NAME).is_file() or not (run / LOCK_NAME).read_text():
+    while not (run / HOLDER_NAME).is_file():  # written (atomically) once the lock is held
         assert proc.poll() is None and time.monotonic() < deadline, "the trainer never took its lock"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    assert json.loads((run / LOCK_NAME).read_text())["pid"] == proc.pid  # left behind by the crash
+    assert json.loads((run / HOLDER_NAME).read_text())["pid"] == proc.pid  # left behind by the crash
     assert lock_holder(run) is None  # but nobody holds it
     r = run_cli("train.py", [*args, "trainer.resume=auto", f"hydra.run.dir={run}"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"taking over the lock of a run that ended without releasing it (pid {proc.pid}" in r.stdout + r.stderr
-    assert not (run / LOCK_NAME).exists() and load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
+    assert not (run / LOCK_NAME).exists() and not (run / HOLDER_NAME).exists() and load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
 
 
 def test_three_trainers_started_at_once_on_one_run_dir_one_trains_two_are_refused(tmp_path: Path) -> None:

@@ -1,69 +1,71 @@
-"""A training run directory has one owner: the trainer holding ``<run dir>/train.lock``.
+"""A training run directory has one owner: the process holding ``<run dir>/train.lock``.
 
-The lock is an exclusive POSIX record lock (``fcntl.lockf``) on that file, which names its holder
-(pid, host, start time, command). The kernel drops it when the holder exits *or dies* (SIGKILL, OOM;
-on NFS the lock server does when the client goes), so a crashed run never blocks its own resume: the
-next trainer takes the lock over and logs the dead holder it replaces. Unlike ``flock``, a POSIX lock
-belongs to the process, not to the file descriptor, so DataLoader workers forked from the trainer
-(which inherit the descriptor and may outlive a killed trainer by seconds) never hold it. A second
-trainer started on a held directory gets one error naming the holder. The file is removed on a clean
-exit; a stale file left by a crash is harmless.
+The lock is a :class:`filelock.FileLock` (``flock`` on Unix, ``LockFileEx`` on Windows, a soft marker where a
+file system has neither), taken once per run and re-entrant within the process; ``train.lock.json``
+beside it names the holder (pid, host, start time, command). The operating system drops the lock when
+its holder exits *or dies* (SIGKILL, OOM), and filelock closes the lock's descriptor in forked children,
+so a DataLoader worker that outlives a killed trainer never holds it: a crashed run never blocks its own
+resume, which takes the lock over and logs the dead holder it replaces. A second trainer started on a
+held directory gets one error naming the holder. A clean exit removes both files.
 
-Semantics: exclusive per directory, non-blocking (refuse at once, never wait), re-entrant within a
-process (the task and the :class:`~segdeconv.engine.trainer.Trainer` both take it), held by rank 0 only
-under torchrun; local disks and NFS. (A POSIX lock is released when its process closes *any*
-descriptor of the file, so this process never opens the lock file other than through :class:`RunLock`.)
+Semantics: exclusive per directory, non-blocking (refuse at once, never wait), held by rank 0 only under
+torchrun. :func:`lock_holder` asks the same lock, read-only, so the Hydra callback
+(:mod:`segdeconv.run_dir_guard`) can refuse a held directory before Hydra writes into it.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
 import socket
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Optional
+
+from filelock import FileLock, Timeout
 
 from segdeconv.errors import UserError
 
 log = logging.getLogger("segdeconv")
-LOCK_NAME = "train.lock"
-_held: dict[Path, list] = {}  # resolved run dir -> [fd, depth] for the locks this process holds
+LOCK_NAME = "train.lock"  # the lock itself (empty)
+HOLDER_NAME = "train.lock.json"  # who holds it: written once the lock is held, removed on release
+_held: dict[Path, list] = {}  # resolved run dir -> [FileLock, depth] for the locks this process holds
 
 
 def describe_holder(text: str) -> str:
-    """``pid 123 on host h since 2026-11-30 10:00:00 (python train.py …)`` from a lock file's content."""
+    """``pid 123 on host h since 2026-11-30 10:00:00 (python train.py …)`` from a holder record."""
     try:
         info = json.loads(text)
         return (f"pid {info['pid']} on host {info['host']} since {info['started']} "
                 f"({' '.join(info.get('argv', []))[:160]})")
     except (ValueError, KeyError, TypeError):
-        return "an unknown process (unreadable lock file)"
+        return "an unknown process (no readable train.lock.json)"
+
+
+def _holder_text(run_dir: Path) -> str:
+    try:
+        return (run_dir / HOLDER_NAME).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def lock_holder(run_dir: Path) -> Optional[str]:
-    """Who holds ``run_dir``'s lock right now (None: nobody; a file left by a crash is not a holder).
-    Read-only: used to refuse early, before anything is written."""
-    path = Path(run_dir) / LOCK_NAME
-    if Path(run_dir).resolve() in _held:
-        return None  # this process
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    """Who holds ``run_dir``'s lock right now (None: nobody, or this process; a record left by a crash
+    is not a holder). Takes and drops the lock at once: used to refuse early, before anything is written."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _held or not (run_dir / LOCK_NAME).is_file():
         return None
+    probe = FileLock(str(run_dir / LOCK_NAME), thread_local=False)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-        return None
-    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held
-        return describe_holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+        probe.acquire(timeout=0)
+    except Timeout:
+        return describe_holder(_holder_text(run_dir))
     except OSError:
-        return None  # no locks on this file system: nothing to go by
-    finally:
-        os.close(fd)
+        return None  # an unlockable place (read-only): nothing to go by; the writes will say so
+    probe.release()
+    return None
 
 
 def in_use_error(run_dir: Path, holder: str) -> UserError:
@@ -72,7 +74,8 @@ def in_use_error(run_dir: Path, holder: str) -> UserError:
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` own ``run_dir`` for the block (see the module docstring)."""
+    """``with RunLock(run_dir):`` own ``run_dir`` for the block (see the module docstring); nested blocks
+    on one directory in one process share the one lock."""
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
@@ -85,41 +88,25 @@ class RunLock:
             _held[key][1] += 1
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _held[key] = [self._acquire(self.run_dir / LOCK_NAME), 1]
+        _held[key] = [self._acquire(), 1]
         return self
 
-    def _acquire(self, path: Path) -> int:
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):
-                holder = describe_holder(os.pread(fd, 4096, 0).decode(errors="replace"))
-                os.close(fd)
-                raise in_use_error(self.run_dir, holder) from None
-            except OSError as e:
-                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    os.close(fd)
-                    raise
-                log.warning("%s: this file system has no file locks; the run directory is not protected "
-                            "against a second trainer", path)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # not a file that its previous holder removed while we opened it
-                break
-            os.close(fd)
-        previous = os.pread(fd, 4096, 0).decode(errors="replace")
+    def _acquire(self) -> FileLock:
+        lock = FileLock(str(self.run_dir / LOCK_NAME), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise in_use_error(self.run_dir, describe_holder(_holder_text(self.run_dir))) from None
+        previous = _holder_text(self.run_dir)
         if previous.strip():
             log.warning("%s: taking over the lock of a run that ended without releasing it (%s, no longer "
-                        "running)", path, describe_holder(previous))
+                        "running)", self.run_dir / LOCK_NAME, describe_holder(previous))
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "argv": [Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
-        os.fsync(fd)
-        return fd
+        tmp = self.run_dir / f".{HOLDER_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(me))
+        os.replace(tmp, self.run_dir / HOLDER_NAME)  # a reader sees the old record or the new, never half
+        return lock
 
     def __exit__(self, *exc: object) -> None:
         if not self.enabled:
@@ -129,8 +116,10 @@ class RunLock:
         entry[1] -= 1
         if entry[1] == 0:
             del _held[key]
-            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)  # still holding: nobody can be mid-takeover
-            os.close(entry[0])
+            for name in (HOLDER_NAME, LOCK_NAME):  # still holding: a waiter that opened the old file retries
+                with suppress(OSError):
+                    (self.run_dir / name).unlink(missing_ok=True)
+            entry[0].release()
 
 
 # ------------------------------------------------------------------ a refused run leaves nothing behind

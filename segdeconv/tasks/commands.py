@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from segdeconv.cli import config_dir, prepare_hydra, run_task
+from segdeconv.cli import config_dir, prepare_hydra, run_hydra_main, run_task
 from segdeconv.errors import UserError
 
 
@@ -118,8 +118,8 @@ def run_command(name: str, args: Sequence[str], prog: Optional[str] = None) -> A
         _fail(str(e))
     prepare_hydra()
     sys.argv = [prog or f"segdeconv {name}", *args]  # Hydra parses sys.argv
-    return hydra.main(version_base="1.3", config_path=str(conf), config_name=command.config)(
-        task_function(command))()
+    main = hydra.main(version_base="1.3", config_path=str(conf), config_name=command.config)(task_function(command))
+    return run_hydra_main(main)
 
 
 def script(name: str) -> Any:
