@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 REFUSE, WARN, FREE = "refuse", "warn", "free"
 _NO_DEFAULT = object()
@@ -84,6 +84,20 @@ class Knob:
             return False
         return ((self.lo is None or (x > self.lo if self.gt else x >= self.lo)) and
                 (self.hi is None or (x < self.hi if self.lt else x <= self.hi)))
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config by dotted knob name: ``{"a": {"b": 1}, "c": [1, 2], "d": {}}`` → ``{"a.b": 1, "c": [1, 2],
+    "d": {}}``. Lists are values, and so is an empty mapping: a key never vanishes (resume compares keys
+    present on both sides; trackers log every key)."""
+    flat: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
 
 
 def yaml_value(v: Any) -> str:

@@ -18,7 +18,7 @@ import torch
 from cli_helpers import cli_env, tiny
 from conftest import REPO, compose_cfg
 
-from segdeconv.engine.trackers import Loggers, flatten, logger_spec, open_loggers
+from segdeconv.engine.trackers import Loggers, logger_spec, open_loggers
 from segdeconv.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # CLI end-to-end runs: the whole suite has them, -m 'not slow' skips
@@ -225,11 +225,6 @@ def test_loggers_fan_every_call_out_and_close_all_before_reraising_a_close_error
         fan.close()
     assert calls == [("a", "scalars", 1), ("b", "scalars", 1), ("a", "metrics", 2), ("b", "metrics", 2),
                      ("a", "images", "t"), ("b", "images", "t"), ("a", "close", None), ("b", "close", None)]
-
-
-def test_flatten_gives_dotted_keys_and_string_values():
-    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2], "f": {}}) == {
-        "a.b": "1", "a.c.d": "None", "e": "[1, 2]", "f": "{}"}
 
 
 def test_image_grid_stacks_one_image_label_prediction_row_per_triple():

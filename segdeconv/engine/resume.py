@@ -18,6 +18,7 @@ from segdeconv.engine.checkpoint import PathLike, load_checkpoint, load_model_st
 from segdeconv.engine.rng import restore_rng
 from segdeconv.engine.step import LoopState
 from segdeconv.errors import CheckpointError
+from segdeconv.knobs import flatten
 from segdeconv.schema import REFUSE, WARN, resume_policy  # what a resume may change, per key
 
 log = logging.getLogger("segdeconv")
@@ -109,16 +110,6 @@ def resume_point(resume: Optional[str], ckpt_dir: Path, is_main: bool) -> Option
     ckpt = load_checkpoint(path, key="trainer.resume")
     check_resumable(ckpt, path)
     return path, ckpt
-
-
-def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values."""
-    if not isinstance(cfg, Mapping):
-        return {prefix: cfg}
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def check_resume_config(path: PathLike, was: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:

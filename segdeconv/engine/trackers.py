@@ -18,20 +18,9 @@ from segdeconv.engine.logger import TBLogger, finite_scalars, image_grid, metric
 from segdeconv.engine.tracker_checks import check_wandb, read_run_record, tracker_error
 from segdeconv.engine.writer import write_json
 from segdeconv.errors import ConfigError
+from segdeconv.knobs import flatten
 
 _EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # logger name → the module it needs (= the extra's name)
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}, "c": [1, 2]}`` → ``{"a.b": "1", "c": "[1, 2]"}`` (MLflow params are flat strings)."""
-    flat: dict[str, str] = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            flat.update(flatten(v, key + "."))
-        else:
-            flat[key] = str(v)
-    return flat
 
 
 def run_label(out_dir: Path) -> str:
@@ -86,7 +75,7 @@ class MLflowLogger:
         run = self.client.create_run(exp_id, run_name=run_name or run_label(self.out),
                                      tags={"segdeconv.run_dir": str(self.out.resolve())})
         self.run_id = run.info.run_id
-        self._log_params(flatten(config))
+        self._log_params({k: str(v) for k, v in flatten(config).items()})  # MLflow params: flat strings
         write_json(record, {"tracking_uri": self.uri, "run_id": self.run_id}, "MLflow run record")
 
     def _log_params(self, params: dict[str, str]) -> None:
