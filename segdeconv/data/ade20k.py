@@ -22,8 +22,9 @@ import csv
 from pathlib import Path
 from typing import Optional, Sequence
 
-from segdeconv.data.base import SegmentationDataset, label_lut, require_dir
+from segdeconv.data.base import SegmentationDataset, require_dir
 from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut
 from segdeconv.errors import data_error
 
 LAYOUT = ("expected root/images/{training,validation}/ADE_*.jpg + root/annotations/{training,"

@@ -32,7 +32,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from segdeconv.data.base import IGNORE_INDEX, PathLike, read_index_mask
+from segdeconv.data.base import IGNORE_INDEX, PathLike
+from segdeconv.data.masks import read_index_mask
 from segdeconv.errors import ConfigError
 
 CACHE_NAME = "class_weights_median_freq.json"

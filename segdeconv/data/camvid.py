@@ -42,8 +42,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from segdeconv.data.base import SegmentationDataset, label_lut, read_index_mask, read_list_file, read_rgb_mask, refuse_overlap, rgb_to_ids
+from segdeconv.data.base import SegmentationDataset, read_list_file, refuse_overlap
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut, read_index_mask, read_rgb_mask, rgb_to_ids
 from segdeconv.errors import ConfigError, data_error
 
 log = logging.getLogger("segdeconv")

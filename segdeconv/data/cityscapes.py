@@ -24,8 +24,9 @@ import functools
 from pathlib import Path
 from typing import Optional, Sequence
 
-from segdeconv.data.base import SegmentationDataset, label_lut, require_dir
+from segdeconv.data.base import SegmentationDataset, require_dir
 from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut
 from segdeconv.errors import ConfigError, data_error
 
 LAYOUT = ("expected root/leftImg8bit/<split>/<city>/*_leftImg8bit.png + root/gtFine/<split>/<city>/"

@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file, read_rgb_mask, rgb_to_ids, unique_stems
+from segdeconv.data.base import SegmentationDataset, bitget_palette, read_list_file, unique_stems
 from segdeconv.data.image import IGNORE_INDEX, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut, read_index_mask, read_rgb_mask, rgb_to_ids
 from segdeconv.errors import ConfigError, data_error
 
 LAYOUT = ("expected root/<split>/images + root/<split>/masks, or root/images + root/masks "

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-from segdeconv.errors import data_error
+from segdeconv.errors import UserError, data_error
 
 PathLike = Union[str, "os.PathLike[str]"]
+ImageInput = Union[str, Path, Image.Image, np.ndarray]  # what the Predictor accepts as an image
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,3 +87,32 @@ def read_image(path: PathLike) -> np.ndarray:
     if not hasattr(cv2, "IMREAD_COLOR_RGB"):
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
+
+
+def to_rgb(image: ImageInput) -> np.ndarray:
+    """A path, PIL image or array → HxWx3 uint8 RGB (grayscale is replicated, alpha dropped)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)  # DataError naming the file if it cannot be decoded
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise UserError(f"cannot predict on a {type(image).__name__}; pass a file path, a PIL image "
+                        f"or an HxWx3 uint8 numpy array")
+    if image.dtype != np.uint8:
+        raise UserError(f"image array has dtype {image.dtype}; expected uint8 RGB in 0..255 "
+                        f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        image = image[..., :3] if image.shape[2] != 1 else image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise UserError(f"image array has shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA "
+                        f"or (H, W) grayscale")
+    return np.ascontiguousarray(image)
+
+
+def list_images(folder: Union[str, Path], recursive: bool = False) -> list[Path]:
+    """Image files (by suffix) in ``folder``, sorted; subfolders too with ``recursive``."""
+    root = Path(folder)
+    files = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from segdeconv.data.base import apply_joint, read_index_mask
+from segdeconv.data.base import apply_joint
 from segdeconv.data.image import JointTransform, to_tensors
+from segdeconv.data.masks import read_index_mask
 from segdeconv.errors import ConfigError, data_error
 
 log = logging.getLogger("segdeconv")

@@ -29,8 +29,9 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, require_dir
+from segdeconv.data.base import SegmentationDataset, bitget_palette, require_dir
 from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut
 from segdeconv.errors import ConfigError, data_error
 
 CLASS_NAMES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window",

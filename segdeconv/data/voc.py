@@ -30,8 +30,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from segdeconv.data.base import SegmentationDataset, bitget_palette, label_lut, read_index_mask, read_list_file, refuse_overlap
+from segdeconv.data.base import SegmentationDataset, bitget_palette, read_list_file, refuse_overlap
 from segdeconv.data.image import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, JointTransform, PathLike
+from segdeconv.data.masks import label_lut, read_index_mask
 from segdeconv.errors import ConfigError, data_error
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",

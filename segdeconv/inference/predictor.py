@@ -31,10 +31,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
-from segdeconv.data.image import IMAGE_SUFFIXES, read_image, to_tensors
+from segdeconv.data.image import ImageInput, list_images, to_rgb, to_tensors
 from segdeconv.engine.runtime import resolve_channels_last, resolve_precision
 from segdeconv.engine.step import autocast, to_device
 from segdeconv.errors import UserError
@@ -45,30 +44,7 @@ from segdeconv.models.fuse import fold_batchnorm
 from segdeconv.palette import colorize, overlay
 from segdeconv.trained import load_trained
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
 SizeSpec = Union[str, None, Sequence[int]]
-
-
-def to_rgb(image: ImageInput) -> np.ndarray:
-    """A path, PIL image or array → HxWx3 uint8 RGB (grayscale is replicated, alpha dropped)."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)  # DataError naming the file if it cannot be decoded
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise UserError(f"cannot predict on a {type(image).__name__}; pass a file path, a PIL image "
-                        f"or an HxWx3 uint8 numpy array")
-    if image.dtype != np.uint8:
-        raise UserError(f"image array has dtype {image.dtype}; expected uint8 RGB in 0..255 "
-                        f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))")
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        image = image[..., :3] if image.shape[2] != 1 else image[..., 0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise UserError(f"image array has shape {image.shape}; expected (H, W, 3) RGB, (H, W, 4) RGBA "
-                        f"or (H, W) grayscale")
-    return np.ascontiguousarray(image)
 
 
 def min_input_side(model: nn.Module) -> int:
@@ -80,13 +56,6 @@ def min_input_side(model: nn.Module) -> int:
     if enc is None:
         return 1
     return min_input_size(enc.num_pools, enc.ceil_mode, FC_KERNEL if isinstance(model, DeconvNet) else 1)
-
-
-def list_images(folder: Union[str, Path], recursive: bool = False) -> list[Path]:
-    """Image files (by suffix) in ``folder``, sorted; subfolders too with ``recursive``."""
-    root = Path(folder)
-    files = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class Predictor:

@@ -20,14 +20,14 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from segdeconv.data.image import IMAGE_SUFFIXES
+from segdeconv.data.image import IMAGE_SUFFIXES, list_images
 from segdeconv.engine.logger import progress
 from segdeconv.engine.outputs import check_output_dir
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.engine.writer import write_image
 from segdeconv.errors import UserError
 from segdeconv.inference.montecarlo import check_measure, uncertainty_image
-from segdeconv.inference.predictor import Predictor, list_images
+from segdeconv.inference.predictor import Predictor
 from segdeconv.inference.quantize import check_quantize
 from segdeconv.palette import palette_array
 
