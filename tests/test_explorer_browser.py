@@ -28,11 +28,12 @@ GRID, SIZE = 4, (48, 64)
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
-    """An explorer of 2 random images × 3 classes (box region: every class mapped) and 2 units of conv3_2."""
+    """An explorer of 2 random images × 3 classes (box region: every class mapped) of a model with dropout
+    (2 Monte-Carlo passes: the uncertainty) and 2 units of conv3_2."""
     torch.manual_seed(0)
-    model = SegNet(3, encoder=VGGEncoder("vgg11", width=0.125, num_stages=3)).eval()
+    model = SegNet(3, encoder=VGGEncoder("vgg11", width=0.125, num_stages=3), dropout=0.5).eval()
     images = [torch.randn(3, *SIZE) for _ in range(2)]
-    s = MapSettings(region=(0, 0, *SIZE), patch=16, stride=16, grid=GRID)
+    s = MapSettings(region=(0, 0, *SIZE), patch=16, stride=16, grid=GRID, mc_samples=2)
     maps = [image_maps(model, x, (x * 0.2 + 0.5).clamp(0, 1), f"img{i}", [0, 1, 2], s) for i, x in enumerate(images)]
     projector = Projector.from_model(model)
     tables = search_topk(projector, images, ["conv3_2"], [0, 1], k=2, show_progress=False)
@@ -71,6 +72,8 @@ def test_page_loads_without_console_errors(browser, page):
     assert src(browser, "evidence-img").endswith(".jpg") and src(browser, "base-img").endswith("img0.jpg")
     rows = browser.find_elements("css selector", "#class-table tbody tr")
     assert [r.get_attribute("data-class") for r in rows] == ["sky", "road", "car"]  # the colour legend
+    assert browser.find_element("id", "conf-title").text == "Uncertainty (MC dropout, 2 passes)"
+    assert src(browser, "conf-img").endswith("img0_unc.png") and browser.find_element("id", "unc-head").is_displayed()
 
 
 def test_choosing_a_class_swaps_its_maps(browser, page):
@@ -97,6 +100,8 @@ def test_clicking_a_pixel_shows_the_nearest_cell_evidence(browser, page, fy, fx)
     assert src(browser, "pixel-img").endswith(f"img0_cell{cell}.jpg")
     info = browser.find_element("id", "pixel-info").text
     assert re.search(r"Pixel \(y \d+, x \d+\).*nearest precomputed cell centre.*4×4 grid", info), info
+    assert browser.find_element("id", "pixel-title").text in {"Pixel evidence: sky", "Pixel evidence: road",
+                                                               "Pixel evidence: car"}
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 

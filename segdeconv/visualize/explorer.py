@@ -128,12 +128,13 @@ def write_explorer(folder: Path, images: Sequence[ImageMaps], units: dict[str, L
     """Write the explorer of ``images`` (and the unit browser of ``units``) into ``folder``; returns
     ``folder/index.html``."""
     s = settings or MapSettings()
+    grid = images[0].grid if images else 0
     data = {
         "facts": facts, "method": s.method, "region": region_text(s), "patch": s.patch,
         "note": (f"Evidence: the class's logits projected through decoder and encoder with the {s.method} rule "
                  f"(Zeiler & Fergus 2014 §2.1). Occlusion: {s.patch} px patch, stride {s.stride} (§4.2). "
-                 f"Pixel evidence: precomputed at the centres of a {images[0].grid if images else 0}² grid of "
-                 f"cells; a click shows the nearest cell's map."),
+                 f"Pixel evidence: precomputed at the centres of a {grid} × {grid} grid of cells; a click shows "
+                 f"the nearest cell's map."),
         "classes": [{"name": n, "color": "#%02x%02x%02x" % tuple(int(v) for v in palette[i][:3])}
                     for i, n in enumerate(class_names)],
         "images": [image_entry(folder, m, palette) for m in images],

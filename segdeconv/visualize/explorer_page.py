@@ -53,7 +53,7 @@ BODY = """
 <div class="scale" style="background:linear-gradient(90deg,#00f,#fff,#f00)"></div>
 <div class="lbl"><span>occluding raises the class</span><span>0</span><span>occluding lowers the class</span></div>
 <div class="cap" id="occlusion-cap"></div></div>
-<div class="panel"><h2>Pixel evidence</h2><img id="pixel-img" alt="pixel evidence">
+<div class="panel"><h2 id="pixel-title">Pixel evidence</h2><img id="pixel-img" alt="pixel evidence">
 <div class="cap" id="pixel-info"></div></div>
 <div class="panel"><h2 id="conf-title">Confidence</h2><img id="conf-img" alt="confidence">
 <div class="scale" style="background:linear-gradient(90deg,#000,#fff)"></div>
@@ -91,6 +91,7 @@ function showImage(i) {
   $('unc-head').style.display = m.unc ? '' : 'none';
   table(m); $('mark').style.display = $('cell-mark').style.display = 'none';
   $('pixel-img').removeAttribute('src'); $('pixel-img').style.display = 'none';
+  $('pixel-title').textContent = 'Pixel evidence';
   $('pixel-info').textContent = 'Click a pixel of the image: its evidence appears here.';
   const mapped = m.classes.filter(c => c.evidence || c.occlusion).sort((a, b) => b.share - a.share);
   selectClass(mapped.length ? mapped[0].c : null);
@@ -131,6 +132,7 @@ function clickPixel(ev) {
   const r = Math.min(m.grid - 1, Math.floor(y * m.grid / m.h)), c = Math.min(m.grid - 1, Math.floor(x * m.grid / m.w));
   const cell = m.cells[r * m.grid + c]; place($('cell-mark'), cell.x, cell.y, m);
   $('pixel-img').src = cell.src; $('pixel-img').style.display = 'block';
+  $('pixel-title').textContent = 'Pixel evidence: ' + D.classes[cell.label].name;
   $('pixel-info').textContent = 'Pixel (y ' + y + ', x ' + x + '): shown is the evidence of the nearest precomputed cell centre (y ' +
     cell.y + ', x ' + cell.x + ', yellow) for its predicted class ' + D.classes[cell.label].name + ' (p = ' + pct(cell.p) +
     '); per-pixel evidence is precomputed on a ' + m.grid + '×' + m.grid + ' grid.';
