@@ -12,11 +12,15 @@
   unpools, and a decoder unit projected through decoder and encoder (:mod:`.decoder_maps`).
 * :func:`feature_evolution` — the same units' top projections across a run's step checkpoints
   (Z&F Fig. 4, :mod:`.evolution`).
+* :func:`image_maps` / :func:`write_explorer` — one image's prediction, uncertainty, class maps and
+  per-pixel evidence, and the self-contained explorer page of such images (``explorer=true``).
 * ``python visualize.py`` — the command-line tool (:func:`segdeconv.tasks.visualize.visualize`).
 """
+from segdeconv.visualize.classmaps import ImageMaps, MapSettings, image_maps, occlusion_maps
 from segdeconv.visualize.decoder_maps import project_decoder_unit, search_decoder_topk, switch_maps
 from segdeconv.visualize.evidence import class_evidence
 from segdeconv.visualize.evolution import evolution_figure, feature_evolution
+from segdeconv.visualize.explorer import write_explorer
 from segdeconv.visualize.geometry import plan_crop, receptive_box
 from segdeconv.visualize.occlusion import occlusion_map
 from segdeconv.visualize.projection import METHODS, Projection, Projector, reverse_relu
@@ -25,4 +29,5 @@ from segdeconv.visualize.topk import LayerTiles, TopK, collect_tiles, search_top
 
 __all__ = ["METHODS", "Projection", "Projector", "reverse_relu", "plan_crop", "receptive_box",
            "LayerTiles", "TopK", "collect_tiles", "search_topk", "class_evidence", "occlusion_map", "heatmap",
-           "switch_maps", "project_decoder_unit", "search_decoder_topk", "feature_evolution", "evolution_figure"]
+           "switch_maps", "project_decoder_unit", "search_decoder_topk", "feature_evolution", "evolution_figure",
+           "ImageMaps", "MapSettings", "image_maps", "occlusion_maps", "write_explorer"]
