@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, cast
+from typing import Any, Iterator, Optional, Sequence, cast
 
 import torch
 from torch import Tensor, nn
 
 from segdeconv.engine.checkpoint import unwrap
 from segdeconv.errors import ConfigError
+from segdeconv.models.layers import Pool, Switches
 from segdeconv.visualize.evidence import as_batch, backward_rule, input_gradient
 from segdeconv.visualize.topk import TopK, first_tensor
 
@@ -36,18 +37,21 @@ class SwitchMap:
     stage: str
     codes: Tensor
     size: tuple[int, int]
+    active: Optional[Tensor] = None  # (C, h, w) bool: the pooled max is > 0 (an all-zero window ties: code 0)
 
     def mode(self) -> Tensor:
-        """``(h, w)``: the position most channels chose (ties: the lower code)."""
+        """``(h, w)``: the position most active channels chose (ties: the lower code)."""
         return self.counts().argmax(0).to(torch.uint8)
 
     def agreement(self) -> Tensor:
-        """``(h, w)`` in [¼, 1]: the fraction of channels that chose :meth:`mode`."""
-        return self.counts().max(0).values / self.codes.shape[0]
+        """``(h, w)`` in [0, 1]: the fraction of active channels that chose :meth:`mode` (0: none active)."""
+        c = self.counts()
+        return c.max(0).values / c.sum(0).clamp_min(1)
 
     def counts(self) -> Tensor:
-        """``(4, h, w)``: how many channels chose each position."""
-        return torch.stack([(self.codes == k).sum(0) for k in range(4)]).float()
+        """``(4, h, w)``: how many active channels chose each position."""
+        live = self.active if self.active is not None else torch.ones_like(self.codes, dtype=torch.bool)
+        return torch.stack([((self.codes == k) & live).sum(0) for k in range(4)]).float()
 
 
 def _decoder(model: nn.Module) -> Any:
@@ -76,19 +80,27 @@ def window_codes(indices: Tensor, size: tuple[int, int]) -> Tensor:
 def switch_maps(model: nn.Module, image: Tensor) -> list[SwitchMap]:
     """The switch map of every decoder stage for ``image`` ``(3, H, W)`` (normalized), deepest first."""
     net = _decoder(model)
-    names = stage_names(net)
+    pools: list[tuple[Tensor, Switches]] = []
     with backward_rule(net, "gradient"), torch.no_grad():  # eval mode, lean off; restored after
         x = as_batch(image).to(next(net.parameters()).device, torch.float32)
         adapter = getattr(net, "input_adapter", None)
-        _, switches = net.encoder(adapter(x) if adapter is not None else x)
-    return [SwitchMap(name, window_codes(sw.indices[0], sw.size), sw.size)
-            for name, sw in zip(names, reversed(switches))]
+        x = adapter(x) if adapter is not None else x
+        for m in net.encoder.features:  # the encoder's forward, keeping each pool's values and switches
+            x = m(x)
+            if isinstance(m, Pool):
+                x, sw = x
+                pools.append((x[0], sw))
+    return [SwitchMap(name, window_codes(sw.indices[0], sw.size), sw.size, y > 0)
+            for name, (y, sw) in zip(stage_names(net), reversed(pools))]
 
 
 @contextmanager
 def recorded(net: nn.Module, out: dict[str, Tensor]) -> Iterator[None]:
-    """Within: every decoder stage's output lands in ``out[name]`` on each forward."""
-    handles = [stage.register_forward_hook(lambda _m, _i, o, _n=name: out.__setitem__(_n, o))
+    """Within: every decoder stage's output lands in ``out[name]`` on each forward.
+
+    The hook sits on each stage's last module, which runs whether the stage runs as one
+    ``nn.Sequential`` or module by module (a memory policy, :mod:`segdeconv.models.memory`)."""
+    handles = [stage[-1].register_forward_hook(lambda _m, _i, o, _n=name: out.__setitem__(_n, o))
                for name, stage in zip(stage_names(net), _decoder(net).decoder.stages)]
     try:
         yield

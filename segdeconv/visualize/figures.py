@@ -54,7 +54,7 @@ def _rgb(a) -> Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float() / 255
 
 
-def units_figure(trained: Trained, images: Any, layer: str = "conv5_3", units: int = 6, k: int = 4) -> Figure:
+def units_figure(trained: Trained, images: Any, layer: str = "conv5_3", units: int = 5, k: int = 3) -> Figure:
     """Z&F Fig. 2: the ``units`` channels of ``layer`` with the strongest activations, top-``k`` each."""
     proj = Projector.from_model(trained.model)
     n = proj.num_channels(layer) or 1
@@ -67,8 +67,8 @@ def units_figure(trained: Trained, images: Any, layer: str = "conv5_3", units: i
     cols = [f"projection #{r + 1}" for r in range(k)] + [f"image patch #{r + 1}" for r in range(k)]
     rf = "x".join(map(str, tiles.rf))
     return tile_grid(rows, [f"{layer}\nunit {c}" for c in best], cols,
-                     f"{layer} of the CamVid SegNet: top-{k} over {len(images)} val images, deconvnet projections "
-                     f"(grey = 0) and {rf}-px receptive fields (black: off the image)", tile_in=1.05)
+                     f"{layer} of the CamVid SegNet: top-{k} over {len(images)} val images\ndeconvnet projections "
+                     f"(grey = 0) | {rf}-px receptive fields (black: off the image)", tile_in=1.2)
 
 
 def evidence_figure(trained: Trained, images: list[Tensor], shown: list[Tensor],
@@ -92,12 +92,12 @@ def evidence_figure(trained: Trained, images: list[Tensor], shown: list[Tensor],
            [f"'{classes[0]}' occlusion, {patch}-px patch\nred: probability drops"]
     return tile_grid(rows, [f"val {i + 1}" for i in range(len(images))], cols,
                      "What made the CamVid SegNet say 'Car' and 'Pedestrian': evidence projected through decoder "
-                     "and encoder (Z&F §2.1) and occlusion (Z&F §4.2)", tile_in=2.2, aspect=0.75)
+                     "and encoder (Z&F §2.1)\nand occlusion (Z&F §4.2)", tile_in=1.9, aspect=0.75)
 
 
 def switch_tile(m: SwitchMap, size: tuple[int, int]) -> Tensor:
     """A switch map in colour (the position most channels chose), darker where channels disagree."""
-    rgb = CODE_COLOURS[m.mode().long()].permute(2, 0, 1) * (0.25 + 0.75 * (m.agreement() - 0.25) / 0.75)
+    rgb = CODE_COLOURS[m.mode().long()].permute(2, 0, 1) * m.agreement()  # black: no channel active
     return F.interpolate(rgb[None], size=size, mode="nearest")[0]
 
 
@@ -110,8 +110,8 @@ def switch_figure(trained: Trained, images: list[Tensor], shown: list[Tensor]) -
         names = [f"{m.stage}\n{m.codes.shape[-2]}x{m.codes.shape[-1]} switches" for m in maps]
         rows.append([rgb] + [switch_tile(m, (int(rgb.shape[-2]), int(rgb.shape[-1]))) for m in maps] + [key])
     return tile_grid(rows, [f"val {i + 1}" for i in range(len(images))], ["image"] + names + ["key: position\nin the 2x2 window"],
-                     "Where each decoder stage unpools (SegNet §3): the 2x2 position most channels' max came from; "
-                     "dark = channels disagree", tile_in=1.6, aspect=0.75)
+                     "Where each decoder stage unpools (SegNet §3): the 2x2 position most active channels' max "
+                     "came from;\ndarker = channels disagree, black = no channel active (all-zero windows)", tile_in=1.6, aspect=0.75)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -120,19 +120,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--camvid", required=True, help="CamVid root (SegNet layout: val/, valannot/)")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--images", nargs="+", default=list(IMAGES), help="val file stems")
-    ap.add_argument("--search", type=int, default=40, help="val images searched for the conv5_3 units")
+    ap.add_argument("--search", type=int, default=20, help="val images searched for the conv5_3 units")
     a = ap.parse_args(argv)
     trained = load_trained(a.ckpt)
     out = Path(a.out)
     xs, shown = load_images(trained, a.camvid, a.images)
-    write_figure(out / "camvid_evidence.png", evidence_figure(trained, xs, shown), dpi=80)
-    write_figure(out / "camvid_switch_maps.png", switch_figure(trained, xs, shown), dpi=80)
+    write_figure(out / "camvid_switch_maps.png", switch_figure(trained, xs, shown), dpi=60)
     from segdeconv.data.camvid import CamVid
 
     data = CamVid(a.camvid, "val")
     pool = [F.interpolate(data[i][0][None], size=xs[0].shape[-2:], mode="bilinear", align_corners=False)[0]
-            for i in range(0, len(data), max(1, len(data) // a.search))][:a.search]
-    write_figure(out / "camvid_conv5_units.png", units_figure(trained, pool), dpi=80)
+            for i in range(0, len(data), max(1, -(-len(data) // a.search)))][:a.search]
+    write_figure(out / "camvid_conv5_units.png", units_figure(trained, pool), dpi=60)
+    write_figure(out / "camvid_evidence.png", evidence_figure(trained, xs, shown), dpi=60)
 
 
 if __name__ == "__main__":
