@@ -29,7 +29,9 @@ from segdeconv.visualize.topk import LayerTiles
 JPEG = {"quality": 85, "optimize": True}
 UNIT_PX = 96  # px of one top-k tile in the unit browser
 GAP = 3
-EVIDENCE_ALPHA = 0.8  # evidence maps over a faint copy of the image (20 %), so they can be placed
+CLASS_NOTE = {"guided_backprop": "; guided-backprop maps change little from class to class (Nie et al. 2018): "
+                                  "compare the occlusion map, or run evidence.method=gradient"}
+HEAT_ALPHA = 0.65  # maps over a faded copy of the image, so they can be placed
 
 
 def _save(folder: Path, rel: str, picture: np.ndarray, what: str) -> str:
@@ -37,6 +39,13 @@ def _save(folder: Path, rel: str, picture: np.ndarray, what: str) -> str:
     options = JPEG if rel.endswith(".jpg") else {"optimize": True}
     write_image(folder / rel, Image.fromarray(picture), what, **options)
     return rel
+
+
+def evidence_picture(evidence: Tensor, shown: Tensor) -> np.ndarray:
+    """A class or pixel evidence ``(3, H, W)`` as its magnitude ``Σ_channels |e|`` in red over the faded
+    image: where the evidence lies reads at a glance (the signed Z&F colours of
+    :func:`~segdeconv.visualize.render.heatmap` show what it looks like, in ``evidence/*.png``)."""
+    return heatmap(evidence.abs().sum(0), shown, HEAT_ALPHA)
 
 
 def _grey(m: Tensor) -> np.ndarray:
@@ -73,12 +82,12 @@ def image_entry(folder: Path, m: ImageMaps, palette: Sequence[Sequence[int]]) ->
     }
     saved: dict[tuple[str, int], str] = {}
     for c, ev in m.evidence.items():
-        saved["ev", c] = _save(folder, f"img/{n}_ev{c}.jpg", heatmap(ev, shown, EVIDENCE_ALPHA), "explorer evidence map")
+        saved["ev", c] = _save(folder, f"img/{n}_ev{c}.jpg", evidence_picture(ev, shown), "explorer evidence map")
     for c, occ in m.occlusion.items():
-        saved["occ", c] = _save(folder, f"img/{n}_occ{c}.jpg", heatmap(occ, shown), "explorer occlusion map")
+        saved["occ", c] = _save(folder, f"img/{n}_occ{c}.jpg", heatmap(occ, shown, HEAT_ALPHA), "explorer occlusion map")
     entry["classes"] = _class_rows(m, saved)
     entry["cells"] = [{"y": k.y, "x": k.x, "label": k.label, "p": float(m.probs[k.label, k.y, k.x]),
-                       "src": _save(folder, f"img/{n}_cell{i}.jpg", heatmap(k.evidence, shown, EVIDENCE_ALPHA),
+                       "src": _save(folder, f"img/{n}_cell{i}.jpg", evidence_picture(k.evidence, shown),
                                    "explorer pixel evidence")}
                       for i, k in enumerate(m.cells)]
     return entry
@@ -132,7 +141,7 @@ def write_explorer(folder: Path, images: Sequence[ImageMaps], units: dict[str, L
     data = {
         "facts": facts, "method": s.method, "region": region_text(s), "patch": s.patch,
         "note": (f"Evidence: the class's logits projected through decoder and encoder with the {s.method} rule "
-                 f"(Zeiler & Fergus 2014 §2.1). Occlusion: {s.patch} px patch, stride {s.stride} (§4.2). "
+                 f"(Zeiler & Fergus 2014 §2.1){CLASS_NOTE.get(s.method, '')}. Occlusion: {s.patch} px patch, stride {s.stride} (§4.2). "
                  f"Pixel evidence: precomputed at the centres of a {grid} × {grid} grid of cells; a click shows "
                  f"the nearest cell's map."),
         "classes": [{"name": n, "color": "#%02x%02x%02x" % tuple(int(v) for v in palette[i][:3])}

@@ -48,12 +48,16 @@ BODY = """
 <div class="mark" id="mark"></div><div class="mark cell" id="cell-mark"></div></div>
 <div class="cap">Colours: the predicted class (legend on the right). Click a pixel for its evidence.</div></div>
 <div class="panel"><h2 id="evidence-title">Class evidence</h2><img id="evidence-img" alt="class evidence">
+<div class="scale" style="background:linear-gradient(90deg,#fff,#f00)"></div>
+<div class="lbl"><span>none</span><span>strong evidence</span></div>
 <div class="cap" id="evidence-cap"></div></div>
 <div class="panel"><h2 id="occlusion-title">Occlusion sensitivity</h2><img id="occlusion-img" alt="occlusion map">
 <div class="scale" style="background:linear-gradient(90deg,#00f,#fff,#f00)"></div>
 <div class="lbl"><span>occluding raises the class</span><span>0</span><span>occluding lowers the class</span></div>
 <div class="cap" id="occlusion-cap"></div></div>
 <div class="panel"><h2 id="pixel-title">Pixel evidence</h2><img id="pixel-img" alt="pixel evidence">
+<div class="scale" style="background:linear-gradient(90deg,#fff,#f00)"></div>
+<div class="lbl"><span>none</span><span>strong evidence</span></div>
 <div class="cap" id="pixel-info"></div></div>
 <div class="panel"><h2 id="conf-title">Confidence</h2><img id="conf-img" alt="confidence">
 <div class="scale" style="background:linear-gradient(90deg,#000,#fff)"></div>
@@ -115,7 +119,8 @@ function selectClass(c) {
   const name = c === null ? '' : D.classes[c].name;
   $('evidence-title').textContent = 'Class evidence' + (name ? ': ' + name : '');
   $('occlusion-title').textContent = 'Occlusion sensitivity' + (name ? ': ' + name : '');
-  setMap('evidence', s && s.evidence, 'Its logits over ' + D.region + ' projected to the pixels (' + D.method + '); grey = 0.');
+  setMap('evidence', s && s.evidence, 'Its logits over ' + D.region + ' projected to the pixels (' + D.method +
+    '); red: the magnitude of the projection, over the faded image.');
   setMap('occlusion', s && s.occlusion, 'Drop of its mean probability over ' + D.region + ' when a ' + D.patch + ' px grey patch covers each place.');
 }
 function setMap(kind, src, cap) {
