@@ -36,10 +36,10 @@ CONFIGS = {  # name -> extra train.py overrides
     "segdeconv fp32": ["trainer.precision=fp32"],
     "segdeconv channels_last": ["trainer.channels_last=true"],
     "segdeconv int64 switches": ["model.encoder.compact_switches=false"],
-    "segdeconv + activation checkpointing": ["model.checkpoint=true"],
-    "segdeconv + checkpoint 1 shallowest stage": ["model.checkpoint=1"],
-    "segdeconv + checkpoint 2 shallowest stages": ["model.checkpoint=2"],
-    "segdeconv + checkpoint 3 shallowest stages": ["model.checkpoint=3"],
+    "segdeconv + recompute every stage": ["model.recompute=true"],
+    "segdeconv + recompute 1 shallowest stage": ["model.recompute=1"],
+    "segdeconv + recompute 2 shallowest stages": ["model.recompute=2"],
+    "segdeconv + recompute 3 shallowest stages": ["model.recompute=3"],
 }
 
 

@@ -7,7 +7,7 @@ An exact conv–BN–ReLU backward needs one stored map of each convolution's ou
 input gradient reads the normalised input x̂ at *every* position (also where ReLU cut the gradient to
 zero), and ReLU is not invertible, so x̂ cannot be rebuilt from anything smaller (InPlace-ABN, Rota Bulò
 et al. 2018, has to switch to leaky ReLU for that). The lean graph (``model.lean``) keeps exactly that
-one map. Going below it means recomputing convolutions (``model.checkpoint``) or storing lossy maps.
+one map. Going below it means recomputing convolutions (``model.recompute``) or storing lossy maps.
 
 The floor walks backward through the convolutions (reverse forward order). At convolution i alive are,
 at the least: what ``python train.py`` imports plus the optimizer (measured in a fresh process), the
@@ -50,7 +50,7 @@ def conv_layers(model, size: tuple[int, int]) -> list[tuple[str, int, int, int]]
     forward order, for one image. A conv on the RGB image keeps 0 values: the lean graph rebuilds it."""
     import torch
 
-    from segdeconv.models.lean import _is_cheap_conv
+    from segdeconv.models.memory.lean import _is_cheap_conv
 
     out: list[tuple[str, int, int, int]] = []
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: out.append(

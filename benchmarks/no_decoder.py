@@ -13,12 +13,11 @@ from segdeconv.models.vgg import VGGEncoder
 class NoDecoder(nn.Module):
     """``forward(x: (B,3,H,W)) -> (B,num_classes,H,W)``: encoder → head at H/2^N → bilinear upsampling."""
 
-    def __init__(self, num_classes: int, encoder: VGGEncoder, lean: bool = True, **_: object) -> None:
-        """``lean`` as SegNet's (the quick start: false), so both time the same encoder graph; the other SegNet
-        keys (decoder, classifier_kernel, dropout, …) have nothing to act on here and are ignored."""
+    def __init__(self, num_classes: int, encoder: VGGEncoder, **_: object) -> None:
+        """The other SegNet keys (decoder, classifier_kernel, dropout, …) have nothing to act on here and are
+        ignored; ``model.lean`` applies to the encoder as to SegNet's (the registry applies the memory policy)."""
         super().__init__()
         self.encoder, self.num_classes = encoder, int(num_classes)
-        encoder.lean = bool(lean)
         c = encoder.out_channels
         self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                   nn.Conv2d(c, self.num_classes, 1))

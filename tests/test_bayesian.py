@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from segdeconv.errors import ConfigError
-from segdeconv.models import SegNet, VGGEncoder, mc_dropout, mc_predict, recompute, segnet_basic
+from segdeconv.models import SegNet, VGGEncoder, mc_dropout, mc_predict, segnet_basic
+from segdeconv.models.memory import MemoryPolicy, apply_policy, recompute
 
 X = torch.randn(2, 3, 64, 64)
 
@@ -96,8 +97,7 @@ def _step(model, seed=1):
 def _pair(build):
     torch.manual_seed(0)
     plain = build()
-    twin = copy.deepcopy(plain)
-    twin.encoder.checkpoint = twin.decoder.checkpoint = True  # dropout sits inside recomputed stages
+    twin = apply_policy(copy.deepcopy(plain), MemoryPolicy(recompute=True))  # dropout sits inside recomputed stages
     return plain, twin
 
 

@@ -244,7 +244,7 @@ def test_fp16_scaler_state_survives_checkpoint_and_resume(tmp_path, monkeypatch)
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_switches_on_meta_take_the_plain_path(monkeypatch, fmt, ceil_mode, dtype):
-    from segdeconv.models import switches
+    from segdeconv.models.memory import switches
 
     def cpu_only(*a, **k):
         raise AssertionError("a CPU block kernel ran on a meta tensor")
@@ -268,11 +268,12 @@ def test_switches_on_meta_take_the_plain_path(monkeypatch, fmt, ceil_mode, dtype
 
 @pytest.mark.parametrize("lean, grad", [(False, True), (True, False), (True, True)])
 def test_compact_switch_model_runs_on_meta(monkeypatch, lean, grad):
-    from segdeconv.models import segnet_basic, switches
+    from segdeconv.models import segnet_basic
+    from segdeconv.models.memory import MemoryPolicy, apply_policy, switches
 
     monkeypatch.setattr(switches, "pool_cpu", lambda *a: pytest.fail("CPU kernel on meta"))
     monkeypatch.setattr(switches, "place_cpu", lambda *a: pytest.fail("CPU kernel on meta"))
-    model = segnet_basic(5, width=0.125, compact_switches=True, lean=lean).to("meta")
+    model = apply_policy(segnet_basic(5, width=0.125, compact_switches=True), MemoryPolicy(lean=lean)).to("meta")
     with torch.set_grad_enabled(grad):
         assert model(torch.empty(2, 3, 36, 44, device="meta")).shape == (2, 5, 36, 44)
 

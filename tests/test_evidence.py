@@ -9,6 +9,7 @@ from torch import nn
 
 from segdeconv.errors import ConfigError
 from segdeconv.models import DeconvNet, SegNet, VGGEncoder
+from segdeconv.models.memory import MemoryPolicy, apply_policy
 from segdeconv.models.segnet import segnet_basic
 from segdeconv.visualize import class_evidence, heatmap, occlusion_map
 from segdeconv.visualize.evidence import region_mask
@@ -21,7 +22,8 @@ CAPTUM = {"deconvnet": "Deconvolution", "guided_backprop": "GuidedBackprop", "gr
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters (so BN matters), eval mode."""
+    """Non-trivial BN statistics and affine parameters (so BN matters), eval mode, the lean graph on (as
+    the registry builds a model: evidence must turn it off and back on)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -30,7 +32,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.running_var.copy_(torch.rand(n, generator=g) * 1.7 + 0.3)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) * 0.6 - 0.3)
-    return model.eval()
+    return apply_policy(model, MemoryPolicy()).eval()
 
 
 def build(name: str) -> tuple[nn.Module, tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""``model.lean`` (segdeconv.models.lean): same training step as the plain graph, far fewer saved maps."""
+"""``model.lean`` (segdeconv.models.memory.lean): same training step as the plain graph, far fewer saved maps."""
 from __future__ import annotations
 
 import copy
@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from segdeconv.models import DeconvNet, SegNet, VGGEncoder, lean, segnet_basic
+from segdeconv.models import DeconvNet, SegNet, VGGEncoder, segnet_basic
+from segdeconv.models.memory import MemoryPolicy, apply_policy, lean
 
 SIZE = (197, 203)  # odd sizes (ceil-mode pools, partial windows), large enough for DeconvNet's fc6
 REPO = Path(__file__).resolve().parents[1]
 
 
 def set_lean(model: nn.Module, on: bool) -> nn.Module:
-    model.lean = model.encoder.lean = model.decoder.lean = on
-    return model
+    return apply_policy(model, MemoryPolicy(lean=on))
 
 
 def build(kind: str, compact: bool = True) -> nn.Module:
@@ -108,7 +108,7 @@ def test_lean_is_bit_identical_with_two_threads_and_accumulated_micro_batches():
 @pytest.mark.parametrize("setting", [1, 3])
 def test_lean_with_checkpointed_stages_is_bit_identical_to_the_plain_graph(setting):
     plain, twin = pair("segnet")
-    twin.encoder.checkpoint = twin.decoder.checkpoint = setting
+    apply_policy(twin, MemoryPolicy(lean=True, recompute=setting))
     assert_same_step(plain, twin, torch.randn(2, 3, *SIZE), False)
 
 

@@ -1,4 +1,4 @@
-"""Activation checkpointing (``model.checkpoint=true``): same training step, less saved memory."""
+"""Activation recomputation (``model.recompute=true``): same training step, less saved memory."""
 from __future__ import annotations
 
 import contextlib
@@ -8,24 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-from segdeconv.models import DeconvNet, SegNet, VGGEncoder, recompute, segnet_basic
+from segdeconv.models import DeconvNet, SegNet, VGGEncoder, segnet_basic
+from segdeconv.models.memory import MemoryPolicy, apply_policy, policy_of, recompute
 
 SIZE = (197, 203)  # odd sizes (ceil-mode pools), large enough for DeconvNet's 7×7 fc6
 
 
 def pair(kind: str, setting=True) -> tuple[nn.Module, nn.Module]:
-    """(plain, checkpointed) models with identical weights (plain: no lean graph either)."""
+    """(plain, recomputed) models with identical weights (plain: no lean graph either)."""
     torch.manual_seed(0)
     if kind == "segnet_basic":
-        plain = segnet_basic(5, width=0.25, compact_switches=True, lean=False)
+        plain = segnet_basic(5, width=0.25, compact_switches=True)
     elif kind == "segnet":
-        plain = SegNet(5, VGGEncoder(width=0.125, compact_switches=True), lean=False)
+        plain = SegNet(5, VGGEncoder(width=0.125, compact_switches=True))
     else:
-        plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64, lean=False)
-    twin = copy.deepcopy(plain)
-    twin.encoder.checkpoint = twin.decoder.checkpoint = setting
-    if isinstance(twin, DeconvNet):
-        twin.checkpoint_fc = setting is True
+        plain = DeconvNet(5, VGGEncoder(width=0.125, compact_switches=True), fc_channels=64)
+    twin = apply_policy(copy.deepcopy(plain), MemoryPolicy(lean=False, recompute=setting))
     return plain, twin
 
 
@@ -91,8 +89,8 @@ def test_checkpointing_keeps_far_fewer_activations():
 def test_bad_setting_is_a_config_error(bad):
     from segdeconv.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.checkpoint"):
-        VGGEncoder(width=0.125, checkpoint=bad)
+    with pytest.raises(ConfigError, match="model.recompute"):
+        MemoryPolicy(recompute=bad)
 
 
 def test_no_recomputation_without_autograd(monkeypatch):
@@ -103,12 +101,17 @@ def test_no_recomputation_without_autograd(monkeypatch):
         assert ckpt.eval()(torch.randn(1, 3, *SIZE)).shape == (1, 5, *SIZE)
 
 
-def test_config_flag_builds_a_checkpointed_model(tmp_path):
+def test_config_flag_builds_a_recomputed_model(caplog):
     from conftest import compose_cfg
 
     from segdeconv.config import model_from_config
 
     for model in ("segnet", "segnet_basic", "deconvnet"):
-        cfg = compose_cfg([f"model={model}", "model.checkpoint=true", "model.num_classes=3"])
-        m = model_from_config(cfg.model)
-        assert m.encoder.checkpoint and m.decoder.checkpoint, model
+        for key in ("recompute", "checkpoint"):  # checkpoint: the old name, for one release
+            caplog.clear()
+            cfg = compose_cfg([f"model={model}", f"model.{key}=true", "model.num_classes=3"])
+            m = model_from_config(cfg.model)
+            assert policy_of(m).recompute is True and policy_of(m.encoder) == policy_of(m), model
+            warned = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+            assert warned == ([] if key == "recompute" else [
+                "model.checkpoint is deprecated (it will be refused in the next release): use model.recompute=True"])

@@ -113,7 +113,7 @@ def test_train_settings_carry_every_composed_trainer_value(tmp_path):
 
 @pytest.mark.parametrize("key, policy", [
     ("trainer.seed", REFUSE), ("trainer.max_epochs", WARN), ("trainer.progress", FREE), ("trainer.device", FREE),
-    ("model.encoder.width", REFUSE), ("model.lean", FREE), ("model.checkpoint", FREE),
+    ("model.encoder.width", REFUSE), ("model.lean", FREE), ("model.recompute", FREE), ("model.checkpoint", FREE),
     ("model.encoder.weights", FREE), ("dataset.root", WARN), ("dataset.num_workers", FREE), ("dataset.image_size", REFUSE),
     ("optimizer.lr", REFUSE), ("loss.criterion.gamma", WARN), ("output_dir", FREE), ("something.new", WARN),
 ])

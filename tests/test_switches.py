@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdeconv.models import switch_kernels as K
-from segdeconv.models import switches as S
-from segdeconv.models.switches import (
+from segdeconv.models.memory import switch_kernels as K
+from segdeconv.models.memory import switches as S
+from segdeconv.models.memory.switches import (
     code_from_indices,
     indices_from_code,
     max_pool2x2,

@@ -191,7 +191,7 @@ def test_clear_errors(vgg):
 
 
 def test_compact_switches_project_like_int64():
-    pytest.importorskip("segdeconv.models.switches")
+    pytest.importorskip("segdeconv.models.memory.switches")
     enc = tiny_vgg()
     compact = VGGEncoder("vgg16", width=1 / 16, compact_switches=True).eval()
     compact.load_state_dict(enc.state_dict())

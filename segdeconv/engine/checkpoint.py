@@ -27,6 +27,7 @@ from segdeconv.engine.step import NonFiniteLoss
 from segdeconv.engine.writer import write_file
 from segdeconv.errors import CheckpointError
 from segdeconv.models import registry
+from segdeconv.models.memory.policy import current_names
 
 log = logging.getLogger("segdeconv")
 PathLike = Union[str, Path]
@@ -125,7 +126,8 @@ def _not_loadable(path: PathLike, kind: str, key: str) -> CheckpointError:
 def upgrade(ckpt: dict[str, Any], path: PathLike = "checkpoint") -> dict[str, Any]:
     """``ckpt`` in today's :data:`FORMAT`. Format 1 (no ``format`` entry, e.g. the shipped
     ``camvid_segnet_cpu.pt``): ``arch`` is derived from ``config.model``'s ``_target_`` code path, which
-    is rewritten to its registry name, so a resume compares like with like."""
+    is rewritten to its registry name, so a resume compares like with like. Every format: the memory
+    keys of ``arch`` and ``config.model`` get their current names (``checkpoint`` → ``recompute``, 2026-12-07)."""
     fmt = ckpt.get("format", 1)
     if not isinstance(fmt, int) or fmt > FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {fmt!r}, newer than this segdeconv reads "
@@ -134,6 +136,10 @@ def upgrade(ckpt: dict[str, Any], path: PathLike = "checkpoint") -> dict[str, An
     if fmt == 1 and isinstance(model_cfg, Mapping):
         ckpt["config"]["model"] = registry.from_legacy(model_cfg)
         ckpt["arch"] = registry.arch_of(model_cfg)
+    if isinstance(model_cfg, Mapping):
+        ckpt["config"]["model"] = current_names(ckpt["config"]["model"])
+    if isinstance(ckpt.get("arch"), Mapping):
+        ckpt["arch"] = current_names(ckpt["arch"])
     ckpt["format"] = FORMAT
     return ckpt
 

@@ -8,7 +8,7 @@ model (ONNX ``metadata_props`` / TorchScript extra file ``segdeconv.json``).
 Unpooling: torch's TorchScript-based ONNX exporter has no symbolic for ``aten::max_unpool2d``
 (UnsupportedOperatorError at every opset) and the torch.export-based one needs ``onnxscript``. The
 model is therefore exported with *compact* switches (bit-identical to int64 indices by
-construction, see :mod:`segdeconv.models.switches`): pooling and unpooling become MaxPool (with
+construction, see :mod:`segdeconv.models.memory.switches`): pooling and unpooling become MaxPool (with
 indices), integer arithmetic, Equal, Where, Reshape, Pad and Slice — exact operations (opset 17).
 Parity is then limited by the convolutions' float rounding (~1e-6 of the logits' size) and, on
 real images, by max-pool windows whose inputs tie to the last bit: see :mod:`segdeconv.inference.parity`.

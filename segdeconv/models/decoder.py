@@ -1,18 +1,26 @@
 """The mirrored decoder: unpool with the encoder's switches, then conv/transposed-conv stages."""
 from __future__ import annotations
 
-from functools import partial
-from typing import Iterable, Union, cast
+from typing import NamedTuple, cast
 
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
-from segdeconv.models import lean as lean_graph
 from segdeconv.models.layers import Switches, Unpool, conv_bn_relu
-from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 from segdeconv.models.vgg import mirror_stages
 
 DECODER_KINDS = ("conv", "transposed")
+
+
+class DecoderStage(NamedTuple):
+    """One decoder stage: unpool with the mirrored pool's switches, then ``layers`` (views of the
+    decoder's modules: nothing is registered twice)."""
+
+    unpool: Unpool
+    layers: nn.Sequential
+
+    def __call__(self, x: Tensor, switches: Switches) -> Tensor:
+        return self.layers(self.unpool(x, switches))  # (B,C,h,w) -> (B,C,2h,2w) -> [conv, BN, ReLU]×n
 
 
 class MirroredDecoder(nn.Module):
@@ -23,10 +31,7 @@ class MirroredDecoder(nn.Module):
     the shallowest stage (SegNet: the classifier takes its place). ``relu=False`` gives
     SegNet-Basic's linear decoder. ``dropout=p`` ends each of the ``dropout_stages`` deepest stages
     with ``nn.Dropout(p)`` (Bayesian SegNet's ``decdrop5``–``decdrop3`` follow ``conv5_1_D``–``conv3_1_D``,
-    the last conv of decoder stages 5–3, before the next unpooling). ``checkpoint=True`` recomputes
-    each stage in backward (``N``: the N shallowest); dropout masks are replayed (RNG state kept).
-    ``lean=True`` (default) keeps one map per conv–BN–ReLU block and no unpooled map for backward
-    (:mod:`segdeconv.models.lean`).
+    the last conv of decoder stages 5–3, before the next unpooling).
     """
 
     def __init__(
@@ -37,10 +42,8 @@ class MirroredDecoder(nn.Module):
         batch_norm: bool = True,
         relu: bool = True,
         drop_last: bool = False,
-        checkpoint: Union[bool, int] = False,
         dropout: float = 0.0,
         dropout_stages: int = 0,
-        lean: bool = True,
     ) -> None:
         super().__init__()
         if kind not in DECODER_KINDS:
@@ -57,21 +60,13 @@ class MirroredDecoder(nn.Module):
                 layers.append(nn.Dropout(dropout))  # after the stage's last conv(-BN-ReLU)
             self.stages.append(nn.Sequential(*layers))
         self.out_channels = plan[-1][-1][1]
-        self.checkpoint = checkpoint
-        stage_is_checkpointed(checkpoint, 0)  # validate
-        self.lean = lean
 
     def forward(self, x: Tensor, switches: list[Switches]) -> Tensor:
-        stages = cast(Iterable[nn.Sequential], self.stages)  # __init__ appends only nn.Sequential stages
-        with lean_graph.lean_scope(self.lean) as lean:
-            for i, (stage, sw) in enumerate(zip(stages, reversed(switches))):
-                if stage_is_checkpointed(self.checkpoint, len(self.stages) - 1 - i):  # keep the input, recompute in backward
-                    x = checkpointed(stage, partial(self._stage, stage), x, sw)
-                elif lean:
-                    x = lean_graph.run(stage, lean_graph.unpool(self.unpool, x, sw))
-                else:
-                    x = self._stage(stage, x, sw)
+        for stage, sw in zip(self.stage_modules(), reversed(switches)):  # deepest first
+            x = stage(x, sw)  # (B, C, h, w) -> unpool at the switches (B, C, 2h, 2w) -> (B, C', 2h, 2w)
         return x
 
-    def _stage(self, stage: nn.Sequential, x: Tensor, sw: Switches) -> Tensor:
-        return stage(self.unpool(x, sw))  # unpool: (B,C,h,w) -> (B,C,2h,2w) at the switch positions
+    def stage_modules(self) -> list[DecoderStage]:
+        """One :class:`DecoderStage` per stage, deepest first (a memory policy,
+        :mod:`segdeconv.models.memory`, hands out wrapped ones)."""
+        return [DecoderStage(self.unpool, cast(nn.Sequential, layers)) for layers in self.stages]  # built as Sequentials

@@ -16,17 +16,15 @@ by ``tests/test_prototxt_tables.py``.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from segdeconv.models import lean as lean_graph
 from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.initialization import bn_, check_init, gaussian_, init_weights, set_bn_eps
 from segdeconv.models.inputs import InputAdapter
 from segdeconv.models.pretrained import read_weights
-from segdeconv.models.recompute import checkpointed
 from segdeconv.models.validate import check_input
 from segdeconv.models.vgg import VGGEncoder
 
@@ -41,11 +39,8 @@ def _fc_block(conv: nn.Module, channels: int, batch_norm: bool) -> nn.Sequential
 class DeconvNet(nn.Module):
     """VGG16-BN encoder → fc6/fc7 as convolutions → fc6-deconv → mirrored unpool + deconv decoder.
 
-    ``checkpoint_fc=True`` recomputes the fc6/fc7/fc6-deconv activations in backward instead of
-    storing them (activation checkpointing, saves memory at large inputs); ``checkpoint=True`` does
-    so for every encoder/decoder stage too. BN statistics are updated once either way. ``lean=True``
-    (default): backward keeps one map per conv–BN–ReLU block and no unpooled map
-    (:mod:`segdeconv.models.lean`; bit-identical, same state dict).
+    Memory policies (recompute of the stages or of fc6–fc6-deconv, lean graph) are applied from
+    outside (:mod:`segdeconv.models.memory`; ``model.recompute``, ``model.recompute_fc``, ``model.lean``).
     ``init="paper"``: the prototxts' fillers (:meth:`paper_init`); ``input="caffe_bgr_mean"``: the
     original's BGR 0–255 minus mean input (:class:`~segdeconv.models.inputs.InputAdapter`); ``bn_eps``:
     every BatchNorm's ε (:func:`~segdeconv.models.initialization.set_bn_eps`).
@@ -57,11 +52,8 @@ class DeconvNet(nn.Module):
         encoder: Optional[VGGEncoder] = None,
         decoder: str = "transposed",
         fc_channels: int = 4096,
-        checkpoint_fc: bool = False,
-        checkpoint: Union[bool, int] = False,
         init: str = "torchvision",
         input: str = "imagenet",
-        lean: bool = True,
         bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -74,11 +66,8 @@ class DeconvNet(nn.Module):
         self.fc6 = _fc_block(nn.Conv2d(c5, fc, FC_KERNEL), fc, bn)
         self.fc7 = _fc_block(nn.Conv2d(fc, fc, 1), fc, bn)
         self.fc6_deconv = _fc_block(nn.ConvTranspose2d(fc, c5, FC_KERNEL), c5, bn)
-        self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn, checkpoint=checkpoint)
-        enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
+        self.decoder = MirroredDecoder(enc.stages, enc.kernel_size, decoder, bn)
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, 1)
-        self.checkpoint_fc = checkpoint_fc or checkpoint is True
-        self.lean = enc.lean = self.decoder.lean = bool(lean)
         for m in (self.fc6, self.fc7, self.fc6_deconv, self.decoder, self.classifier):
             init_weights(m)
         if check_init(init) == "paper":
@@ -98,18 +87,18 @@ class DeconvNet(nn.Module):
         for part in [self.fc6, self.fc7, self.fc6_deconv, self.decoder] + random_encoder:
             bn_(part.modules(), shift=1e-3)
 
-    def _fc(self, x: Tensor, lean: bool = False) -> Tensor:
-        blocks = (self.fc6, self.fc7, self.fc6_deconv)  # (B, 4096, h-6, w-6) twice, then (B, 512, h, w)
-        return lean_graph.run([m for b in blocks for m in b], x) if lean else self.fc6_deconv(self.fc7(self.fc6(x)))
+    def fc_stage(self) -> nn.Sequential:
+        """fc6 → fc7 → fc6-deconv as one stage (a view: nothing is registered twice; a memory policy,
+        :mod:`segdeconv.models.memory`, hands out a wrapped one)."""
+        return nn.Sequential(self.fc6, self.fc7, self.fc6_deconv)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder, min_pooled=FC_KERNEL)
-        with lean_graph.lean_scope(self.lean) as lean:  # one scope: the classifier's saved input is rebuilt too
-            x = self.input_adapter(x)  # identity for input="imagenet"
-            feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
-            x = checkpointed(self, self._fc, feats) if self.checkpoint_fc else self._fc(feats, lean)
-            x = self.decoder(x, switches)  # (B, 64, H, W)
-            return self.classifier(x)  # (B, num_classes, H, W)
+        x = self.input_adapter(x)  # identity for input="imagenet"
+        feats, switches = self.encoder(x)  # (B, 512, H/32, W/32)
+        x = self.fc_stage()(feats)  # (B, 4096, h-6, w-6) twice, then back to (B, 512, h, w)
+        x = self.decoder(x, switches)  # (B, 64, H, W)
+        return self.classifier(x)  # (B, num_classes, H, W)
 
     def load_fc_from_vgg(self, weights: str) -> None:
         """Initialise fc6/fc7 from torchvision's ``classifier.0``/``classifier.3`` Linear layers (the same

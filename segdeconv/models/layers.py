@@ -17,7 +17,8 @@ class Switches(NamedTuple):
     """What a pooling layer hands to its unpooling twin.
 
     ``indices``: int64 flat indices (``kind="int64"``, as ``nn.MaxPool2d(return_indices=True)``)
-    or uint8 window codes in {0,1,2,3} (``kind="compact"``, 8× less memory); ``size``: the
+    or uint8 window codes in {0,1,2,3} (``kind="compact"``, 8× less memory: SegNet §3's "2 bits per
+    window", :mod:`segdeconv.models.memory.switches`); ``size``: the
     pre-pool (H, W).
     """
 
@@ -26,7 +27,7 @@ class Switches(NamedTuple):
 
 
 def _compact_ops():
-    from segdeconv.models import switches  # local import: the compact kernels are optional
+    import segdeconv.models.memory.switches as switches  # local import: the compact kernels are optional
 
     return switches
 
@@ -38,7 +39,7 @@ class Pool(nn.Module):
     ``False`` torchvision's. ``compact=True`` stores 1-byte window codes instead of int64 indices.
     ``dropout=p`` drops pooled values (Bayesian SegNet's ``encdrop3``–``encdrop5`` sit right after
     ``pool3``–``pool5``); it lives inside the pool so ``VGGEncoder.features`` keeps torchvision's
-    indices and a checkpointed stage recomputes it with the same mask.
+    indices and a recomputed stage (:mod:`segdeconv.models.memory.recompute`) draws the same mask again.
     """
 
     def __init__(self, ceil_mode: bool = True, compact: bool = False, dropout: float = 0.0) -> None:

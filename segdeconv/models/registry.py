@@ -22,6 +22,7 @@ from torch import nn
 
 from segdeconv.errors import ConfigError
 from segdeconv.models.deconvnet import DeconvNet
+from segdeconv.models.memory.policy import MemoryPolicy, apply_policy, current_names, split_policy
 from segdeconv.models.segnet import SegNet, segnet_basic
 from segdeconv.models.vgg import VGGEncoder
 
@@ -64,7 +65,14 @@ def builder(name: str, where: str = "model") -> Builder:
 
 def build(arch: Mapping[str, Any], where: str = "model", pretrained: bool = False) -> nn.Module:
     """The module ``arch`` describes. ``pretrained=False`` (rebuilding a trained model): an encoder's
-    ``weights`` (ImageNet file) is not read — the checkpoint holds every weight."""
+    ``weights`` (ImageNet file) is not read — the checkpoint holds every weight. The memory keys
+    (``lean``, ``recompute``, ``recompute_fc``) are no constructor's: they choose the memory policy applied
+    to the built model (:mod:`segdeconv.models.memory`)."""
+    policy, rest = split_policy(arch, where) if isinstance(arch, Mapping) else (MemoryPolicy(), arch)
+    return apply_policy(_build(rest, where, pretrained), policy)
+
+
+def _build(arch: Mapping[str, Any], where: str, pretrained: bool) -> nn.Module:
     if not isinstance(arch, Mapping) or not arch.get("name"):
         raise ConfigError(f"{where}.name is not set; choose a model group, e.g. model=segnet (conf/model/)")
     kwargs = {k: v for k, v in arch.items() if k != "name" and k not in TRAINING_ONLY}
@@ -72,7 +80,7 @@ def build(arch: Mapping[str, Any], where: str = "model", pretrained: bool = Fals
         kwargs["weights"] = None
     for key, value in kwargs.items():
         if isinstance(value, Mapping) and "name" in value:  # a sub-module: the encoder
-            kwargs[key] = build(value, f"{where}.{key}", pretrained)
+            kwargs[key] = _build(value, f"{where}.{key}", pretrained)
     fn = builder(str(arch["name"]), where)
     _check_kwargs(fn, kwargs, arch["name"], where)
     try:
@@ -117,8 +125,9 @@ def from_legacy(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def arch_of(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint records under ``"arch"``: the model config without its training-only keys,
-    with the encoder's ``weights`` file dropped (the checkpoint holds the trained weights)."""
-    arch = {k: v for k, v in from_legacy(model_cfg).items() if k not in TRAINING_ONLY}
+    with the encoder's ``weights`` file dropped (the checkpoint holds the trained weights) and the memory
+    keys under their current names (``checkpoint`` → ``recompute``)."""
+    arch = {k: v for k, v in current_names(from_legacy(model_cfg)).items() if k not in TRAINING_ONLY}
     encoder = arch.get("encoder")
     if isinstance(encoder, dict) and "weights" in encoder:
         encoder["weights"] = None

@@ -11,11 +11,10 @@ alexgkendall/SegNet-Tutorial by ``tests/test_prototxt_tables.py``.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 from torch import Tensor, nn
 
-from segdeconv.models import lean as lean_graph
 from segdeconv.models.bayesian import dropout_plan
 from segdeconv.models.decoder import MirroredDecoder
 from segdeconv.models.initialization import bn_, check_init, init_weights, msra_, set_bn_eps
@@ -28,13 +27,8 @@ class SegNet(nn.Module):
     """Encoder with switches → mirrored unpool/conv decoder → classifier.
 
     ``forward(x: (B,3,H,W)) -> (B,num_classes,H,W)`` logits at the input size (any H, W ≥ 1;
-    with ``ceil_mode`` every size unpools back exactly). ``checkpoint=True``: every encoder and
-    decoder stage keeps only its input and is recomputed in backward (≈ 1/3 more compute, far
-    less activation memory; outputs, gradients and BN statistics unchanged); ``checkpoint=N``: only
-    the N shallowest encoder and decoder stages (full resolution first: most memory per FLOP).
-    ``lean=True`` (default): backward keeps one map per conv–BN–ReLU block (the conv output) and
-    rebuilds ReLU outputs, pooled and unpooled maps from it (:mod:`segdeconv.models.lean`; bit-identical
-    step, no parameter or buffer added: the state dict is the same either way).
+    with ``ceil_mode`` every size unpools back exactly). Memory policies (recompute, lean graph) are
+    applied from outside (:mod:`segdeconv.models.memory`; ``model.recompute``/``model.lean``).
 
     ``dropout=p`` (Bayesian SegNet: 0.5) puts ``nn.Dropout(p)`` after the pools of the
     ``dropout_stages`` deepest encoder stages and at the end of as many deepest decoder stages
@@ -52,13 +46,11 @@ class SegNet(nn.Module):
         decoder: str = "conv",
         classifier_kernel: int = 3,
         decoder_relu: bool = True,
-        checkpoint: Union[bool, int] = False,
         dropout: float = 0.0,
         dropout_stages: Optional[int] = None,
         init: str = "torchvision",
         input: str = "imagenet",
         input_lrn: bool = False,
-        lean: bool = True,
         bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -72,11 +64,8 @@ class SegNet(nn.Module):
         # SegNet: the classifier replaces the last conv of the shallowest decoder stage.
         drop_last = classifier_kernel != 1 and len(enc.stages[0]) > 1
         self.decoder = MirroredDecoder(
-            enc.stages, enc.kernel_size, decoder, enc.batch_norm, decoder_relu, drop_last, checkpoint,
-            self.dropout, n_drop,
+            enc.stages, enc.kernel_size, decoder, enc.batch_norm, decoder_relu, drop_last, self.dropout, n_drop,
         )
-        enc.checkpoint = checkpoint if checkpoint is not False else enc.checkpoint
-        self.lean = enc.lean = self.decoder.lean = bool(lean)
         self.classifier = nn.Conv2d(self.decoder.out_channels, self.num_classes, classifier_kernel, padding=classifier_kernel // 2)
         init_weights(self.decoder)
         init_weights(self.classifier)
@@ -98,23 +87,20 @@ class SegNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.encoder)
-        with lean_graph.lean_scope(self.lean):  # one scope: the classifier's saved input is rebuilt too
-            x = self.input_adapter(x)  # identity for input="imagenet"
-            feats, switches = self.encoder(x)  # (B, 512, H/32, W/32), 5 switches
-            x = self.decoder(feats, switches)  # (B, 64, H, W)
-            return self.classifier(x)  # (B, num_classes, H, W)
+        x = self.input_adapter(x)  # identity for input="imagenet"
+        feats, switches = self.encoder(x)  # (B, 512, H/32, W/32), 5 switches
+        x = self.decoder(feats, switches)  # (B, 64, H, W)
+        return self.classifier(x)  # (B, num_classes, H, W)
 
 
 def segnet_basic(
     num_classes: int, width: float = 1.0, ceil_mode: bool = True, compact_switches: bool = False,
-    checkpoint: Union[bool, int] = False, dropout: float = 0.0, dropout_stages: Optional[int] = None,
-    init: str = "torchvision", input: str = "imagenet", input_lrn: bool = False, lean: bool = True,
-    bn_eps: float = 1e-5,
+    dropout: float = 0.0, dropout_stages: Optional[int] = None, init: str = "torchvision",
+    input: str = "imagenet", input_lrn: bool = False, bn_eps: float = 1e-5,
 ) -> SegNet:
     """SegNet-Basic: 4×(64 7×7 conv, BN, ReLU, pool) encoder, linear 7×7 decoder (BN, no ReLU, as
     ``conv_decode*`` in ``segnet_basic_train.prototxt``), 1×1 classifier. 1.42M parameters @ 11 classes."""
     enc = VGGEncoder("basic", batch_norm=True, width=width, ceil_mode=ceil_mode,
                      compact_switches=compact_switches)
-    return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False, checkpoint=checkpoint,
-                  dropout=dropout, dropout_stages=dropout_stages, init=init, input=input, input_lrn=input_lrn,
-                  lean=lean, bn_eps=bn_eps)
+    return SegNet(num_classes, enc, decoder="conv", classifier_kernel=1, decoder_relu=False, dropout=dropout,
+                  dropout_stages=dropout_stages, init=init, input=input, input_lrn=input_lrn, bn_eps=bn_eps)

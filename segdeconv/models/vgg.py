@@ -14,11 +14,9 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from segdeconv.errors import ConfigError
-from segdeconv.models import lean as lean_graph
 from segdeconv.models import pretrained
 from segdeconv.models.initialization import init_weights
 from segdeconv.models.layers import Pool, Switches, conv_bn_relu
-from segdeconv.models.recompute import checkpointed, stage_is_checkpointed
 
 # name -> (channels per stage, kernel size). One table for every encoder and its mirrored decoder.
 CFGS: dict[str, tuple[list[list[int]], int]] = {
@@ -57,9 +55,7 @@ class VGGEncoder(nn.Module):
     :class:`Switches` per pool, shallowest first. ``weights``: a local torchvision ``vgg*`` or
     ``vgg*_bn`` state dict, or ``"imagenet"``/``"imagenet_bn"`` from the torch hub cache — never
     downloaded (:mod:`~segdeconv.models.pretrained`; ``pretrained_bn``: whether the BN came from it).
-    ``checkpoint=True`` recomputes each stage's activations in backward (:mod:`segdeconv.models.recompute`): less memory, one more forward;
-    ``checkpoint=N`` only the N shallowest stages. ``lean=True`` (default) keeps one map per
-    conv–BN–ReLU block for backward and rebuilds the element-wise rest (:mod:`segdeconv.models.lean`).
+    ``compact_switches=True``: 1-byte window codes instead of int64 indices (SegNet §3; bit-identical).
     ``num_stages=N`` keeps the N shallowest stages (N pools: output stride 2^N; e.g. 4 for images
     of ~100 px, where VGG16's fifth pool leaves a 3×4 map; pretrained weights load for those stages).
     """
@@ -73,8 +69,6 @@ class VGGEncoder(nn.Module):
         compact_switches: bool = False,
         in_channels: int = 3,
         weights: Optional[Union[str, Path]] = None,
-        checkpoint: Union[bool, int] = False,
-        lean: bool = True,
         num_stages: Optional[int] = None,
     ) -> None:
         super().__init__()
@@ -91,9 +85,6 @@ class VGGEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_channels = c_in
         self.ceil_mode = ceil_mode
-        self.checkpoint = checkpoint
-        stage_is_checkpointed(checkpoint, 0)  # validate
-        self.lean = lean
         init_weights(self)
         self.weights = str(weights) if weights else None
         self.weights_layout: Optional[str] = None  # "vgg16", "vgg16_bn", … once loaded ("encoder": by name)
@@ -122,17 +113,14 @@ class VGGEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Switches]]:
         switches: list[Switches] = []
-        with lean_graph.lean_scope(self.lean) as lean:
-            for depth, stage in enumerate(self.stage_modules()):  # [conv, BN, ReLU]×n + Pool
-                if stage_is_checkpointed(self.checkpoint, depth):  # keep the input; recompute the rest in backward
-                    x, sw = checkpointed(stage, stage, x)
-                else:
-                    x, sw = lean_graph.run(stage, x) if lean else stage(x)
-                switches.append(sw)
+        for stage in self.stage_modules():  # shallowest first: [conv, BN, ReLU]×n, Pool
+            x, sw = stage(x)  # (B, C, H, W) -> (B, C', ⌈H/2⌉, ⌈W/2⌉) and the pool's switches
+            switches.append(sw)
         return x, switches  # (B, C5, H/32, W/32) for VGG16, 5 switches (num_stages=N: H/2^N, N switches)
 
     def stage_modules(self) -> list[nn.Sequential]:
-        """One ``Sequential`` per stage, ending with its :class:`Pool` (views of ``features``)."""
+        """One ``Sequential`` per stage, shallowest first, ending with its :class:`Pool` (views of
+        ``features``; a memory policy, :mod:`segdeconv.models.memory`, hands out wrapped ones)."""
         ends = [i + 1 for i, m in enumerate(self.features) if isinstance(m, Pool)]
         return [self.features[a:b] for a, b in zip([0] + ends[:-1], ends)]
 

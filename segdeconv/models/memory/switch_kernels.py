@@ -1,4 +1,4 @@
-"""CPU block kernels and the plain (exportable) formulation behind :mod:`segdeconv.models.switches`.
+"""CPU block kernels and the plain (exportable) formulation behind :mod:`segdeconv.models.memory.switches`.
 
 Index arithmetic between 1-byte window codes and PyTorch's flat int64 indices; ``pool_cpu`` /
 ``place_cpu`` / ``gather_cpu`` work block by block (~``_CHUNK`` pooled outputs at a time, so no

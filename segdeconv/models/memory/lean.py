@@ -22,7 +22,7 @@ tensor that a later backward node still needs (a ReLU output is saved by the ReL
 conv) is kept until that node has used it, as the plain graph would keep it.
 
 Lean is off under ``no_grad``/inference, ``torch.compile``, tracing/ONNX export, inside
-``model.checkpoint`` stages (recomputed whole anyway), when other saved-tensor hooks are active
+``model.recompute`` stages (recomputed whole anyway), when other saved-tensor hooks are active
 (the caller's own checkpointing or offloading keeps working), and for double backward (an error).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdeconv.models.layers import Pool, Switches, Unpool
-from segdeconv.models.switch_kernels import gather_cpu, place_cpu, pool_cpu
+from segdeconv.models.memory.switch_kernels import gather_cpu, place_cpu, pool_cpu
 
 Step = Callable[[Tensor, "Workspace"], Tensor]  # rebuilds one tensor from its source
 CHEAP_CONV_MACS = 32  # rebuild a conv whose output costs ≤ this many multiply-adds per value (3×3 on RGB: 27)
@@ -127,6 +127,11 @@ def lean_scope(enabled: bool) -> Iterator[bool]:
         _state.depth -= 1
         if _state.depth == 0:
             _state.workspace = None
+
+
+def active() -> bool:
+    """Whether a :func:`lean_scope` is open and lean (what :func:`run` tags is then rebuilt in backward)."""
+    return _depth() > 0
 
 
 def _plain_graph_only() -> bool:

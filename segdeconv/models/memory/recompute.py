@@ -1,11 +1,11 @@
-"""Activation checkpointing that is safe for BatchNorm (Chen et al. 2016, "Training deep nets with
-sublinear memory cost"): keep a block's input, recompute its activations during backward.
+"""Activation recomputation (``model.recompute``; "activation checkpointing" in Chen et al. 2016,
+"Training deep nets with sublinear memory cost"): keep a stage's input, run it again in backward.
 
-``torch.utils.checkpoint`` re-runs the block's forward; a BatchNorm in training mode would then
-update its running statistics a second time (momentum applied twice per step). :func:`checkpointed`
-restores the statistics after the recomputation, so a checkpointed model trains exactly like the
+``torch.utils.checkpoint`` re-runs the stage's forward; a BatchNorm in training mode would then
+update its running statistics a second time (momentum applied twice per step). :func:`recomputed`
+restores the statistics after the recomputation, so a recomputed model trains exactly like the
 plain one: same outputs, same gradients, same running statistics. Dropout inside a recomputed
-block (Bayesian SegNet) draws the same masks again: ``torch.utils.checkpoint`` restores the RNG
+stage (Bayesian SegNet) draws the same masks again: ``torch.utils.checkpoint`` restores the RNG
 state before recomputing (``preserve_rng_state``, its default; ``tests/test_bayesian.py``).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def kept_bn_stats(module: nn.Module) -> Iterator[None]:
                 b.copy_(v)
 
 
-def checkpointed(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+def recomputed(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` (which runs ``module``) with its activations recomputed in backward.
 
     Only when autograd records (training); in ``no_grad``/inference it is a plain call. The first
@@ -56,11 +56,11 @@ def checkpointed(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
     return checkpoint(run, *args, use_reentrant=False)
 
 
-def stage_is_checkpointed(setting: Union[bool, int], depth: int) -> bool:
-    """``model.checkpoint``: ``True`` = every stage, ``N`` = the N shallowest (depth 0 = full resolution,
+def stage_is_recomputed(setting: Union[bool, int], depth: int, key: str = "model.recompute") -> bool:
+    """``model.recompute``: ``True`` = every stage, ``N`` = the N shallowest (depth 0 = full resolution,
     where activations are largest and convolutions cheapest to recompute per byte kept), ``False``/0 = none."""
     if isinstance(setting, bool):
         return setting
     if not isinstance(setting, int) or setting < 0:
-        raise ConfigError(f"model.checkpoint={setting!r}: use false, true, or a number of stages ≥ 0")
+        raise ConfigError(f"{key}={setting!r}: use false, true, or a number of stages ≥ 0")
     return depth < setting

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from segdeconv.models.switch_kernels import (
+from segdeconv.models.memory.switch_kernels import (
     SizeLike,
     code_from_indices,
     gather_cpu,
