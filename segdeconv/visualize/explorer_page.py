@@ -17,7 +17,7 @@ header{background:#1d2b3a;color:#fff;padding:10px 18px}header h1{font-size:18px;
 header .facts{font-size:12px;color:#c5d0db}header .facts b{color:#fff;font-weight:600}
 .bar{display:flex;gap:16px;align-items:center;flex-wrap:wrap;padding:10px 18px;background:#fff;border-bottom:1px solid #d8dde3}
 .bar select,.bar input{font:inherit}main{display:flex;gap:16px;padding:14px 18px;align-items:flex-start}
-.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;flex:1}
+.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px;flex:1}
 .panel{background:#fff;border:1px solid #d8dde3;border-radius:6px;padding:8px}
 .panel h2{font-size:14px;margin:0 0 6px}.panel .cap{font-size:12px;color:#56606b;margin-top:4px;min-height:2.6em}
 .panel img{width:100%;display:block;border-radius:3px;image-rendering:auto}
@@ -25,12 +25,12 @@ header .facts{font-size:12px;color:#c5d0db}header .facts b{color:#fff;font-weigh
 .mark{position:absolute;width:12px;height:12px;margin:-7px 0 0 -7px;border:2px solid #fff;border-radius:50%;
 box-shadow:0 0 0 2px #000;pointer-events:none;display:none}
 .mark.cell{border-color:#ffd400;width:8px;height:8px;margin:-5px 0 0 -5px}
-aside{width:330px;flex:none}aside table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
+aside{width:290px;flex:none}aside table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 aside th,aside td{padding:4px 6px;border-bottom:1px solid #e6e9ed;text-align:right}aside th{background:#eef1f4}
 aside td.n{text-align:left}aside tr.has{cursor:pointer}aside tr.has:hover{background:#eef5ff}
 aside tr.sel{background:#dbe9ff;font-weight:600}aside tr.none{color:#98a1ab}
 .sw{display:inline-block;width:14px;height:14px;border:1px solid #0005;vertical-align:-2px;margin-right:6px}
-.scale{height:10px;border-radius:2px;margin-top:4px}.lbl{display:flex;justify-content:space-between;font-size:11px;color:#56606b}
+.scale{height:10px;border-radius:2px;margin-top:4px}.lbl{display:flex;justify-content:space-between;gap:6px;font-size:11px;color:#56606b;white-space:nowrap}
 .units{padding:0 18px 24px}.units .panel{max-width:none}.chips{display:flex;flex-wrap:wrap;gap:4px;margin:6px 0}
 .chips button{font:inherit;font-size:12px;padding:2px 8px;border:1px solid #b8c2cc;background:#fff;border-radius:10px;cursor:pointer}
 .chips button.sel{background:#1d2b3a;color:#fff}#unit-img{max-width:100%;width:auto;image-rendering:pixelated}
@@ -53,7 +53,7 @@ BODY = """
 <div class="cap" id="evidence-cap"></div></div>
 <div class="panel"><h2 id="occlusion-title">Occlusion sensitivity</h2><img id="occlusion-img" alt="occlusion map">
 <div class="scale" style="background:linear-gradient(90deg,#00f,#fff,#f00)"></div>
-<div class="lbl"><span>occluding raises the class</span><span>0</span><span>occluding lowers the class</span></div>
+<div class="lbl"><span>occluding helps the class</span><span>0</span><span>occluding hurts it</span></div>
 <div class="cap" id="occlusion-cap"></div></div>
 <div class="panel"><h2 id="pixel-title">Pixel evidence</h2><img id="pixel-img" alt="pixel evidence">
 <div class="scale" style="background:linear-gradient(90deg,#fff,#f00)"></div>
