@@ -45,7 +45,7 @@ def test_explorer_folder_is_self_contained(tiny_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("classes=[Cat]", r"classes=\['Cat'\]: class 'Cat' is unknown; use one of"),
+    ("classes=[1,Cat]", r"classes=\[1,Cat\]: class 'Cat' is unknown; use one of"),
     ("classes=[99]", r"classes=\[99\]: class index 99 is out of range"),
     ("images=[0,50]", r"images=\[0, 50\]: \[50\] not in the split's 8 images; use indices 0..7"),
     ("images=0", r"images=0 must be ≥ 1"),

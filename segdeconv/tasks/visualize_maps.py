@@ -65,7 +65,7 @@ def class_indices(value: Any, names: Sequence[str]) -> Optional[list[int]]:
     try:
         return list(dict.fromkeys(check_class(c, len(names), names) for c in items))
     except ConfigError as e:
-        raise ConfigError(f"classes={value}: {e}") from None
+        raise ConfigError(f"classes=[{','.join(map(str, items))}]: {e}") from None
 
 
 def region_of(value: Any) -> Region:
