@@ -12,7 +12,7 @@ from segdeconv.config import check_config
 from segdeconv.errors import ConfigError, UserError
 from segdeconv.tasks.visualize import visualize
 from segdeconv.visualize import occlusion_map
-from segdeconv.visualize.classmaps import occlusion_maps
+from segdeconv.visualize.occlusion import occlusion_maps
 
 FAST = ["progress=false", "layers=[]", "occlusion.patch=16", "occlusion.stride=16", "evidence.grid=2"]
 
@@ -91,6 +91,10 @@ def test_one_sweep_occlusion_equals_occlusion_map_per_class(region):
     label = model(image[None])[0].argmax(0)
     classes = [int(c) for c in label.unique()] if region is None else [0, 1, 2, 3]
     maps = occlusion_maps(model, image, classes, region, patch=12, stride=5, batch_size=7)
-    for c in classes:
+    for k, c in enumerate(classes):
         ref = occlusion_map(model, image, c, region, patch=12, stride=5, batch_size=3)
-        torch.testing.assert_close(maps[c], ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(maps[k], ref, rtol=0, atol=1e-6)
+    small = occlusion_maps(model, image, classes, region, patch=12, stride=5, batch_size=7, input_size=(18, 25))
+    for k, c in enumerate(classes):  # at the training size too: each class as its own sweep would give
+        ref = occlusion_map(model, image, c, region, patch=12, stride=5, batch_size=3, input_size=(18, 25))
+        torch.testing.assert_close(small[k], ref, rtol=0, atol=1e-6)

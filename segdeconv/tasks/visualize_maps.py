@@ -152,7 +152,8 @@ def plan_maps(cfg: DictConfig, trained: Trained, dataset: Dataset, out: Path) ->
     indices = image_indices(cfg.images, dataset_len(dataset))
     classes = class_indices(cfg.get("classes"), trained.class_names)
     folder = explorer_dir(out) if cfg.explorer else None
-    s = replace(s, mc_samples=mc_passes(trained.model, s.mc_samples) if folder else 1)
+    s = replace(s, mc_samples=mc_passes(trained.model, s.mc_samples) if folder else 1,
+                input_size=trained.image_size)  # occlusion at the training size, as predict's input_size=auto
     first = first_tensor(dataset[indices[0]])
     check_size(s, (int(first.shape[-2]), int(first.shape[-1])))
     return MapsPlan(s, indices, classes, bool(cfg.evidence.enabled or cfg.occlusion.enabled), folder)

@@ -16,13 +16,13 @@
   per-pixel evidence, and the self-contained explorer page of such images (``explorer=true``).
 * ``python visualize.py`` — the command-line tool (:func:`segdeconv.tasks.visualize.visualize`).
 """
-from segdeconv.visualize.classmaps import ImageMaps, MapSettings, image_maps, occlusion_maps
+from segdeconv.visualize.classmaps import ImageMaps, MapSettings, image_maps
 from segdeconv.visualize.decoder_maps import project_decoder_unit, search_decoder_topk, switch_maps
 from segdeconv.visualize.evidence import class_evidence
 from segdeconv.visualize.evolution import evolution_figure, feature_evolution
 from segdeconv.visualize.explorer import write_explorer
 from segdeconv.visualize.geometry import plan_crop, receptive_box
-from segdeconv.visualize.occlusion import occlusion_map
+from segdeconv.visualize.occlusion import occlusion_map, occlusion_maps
 from segdeconv.visualize.projection import METHODS, Projection, Projector, reverse_relu
 from segdeconv.visualize.render import heatmap
 from segdeconv.visualize.topk import LayerTiles, TopK, collect_tiles, search_topk

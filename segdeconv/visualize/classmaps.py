@@ -22,8 +22,8 @@ from segdeconv.engine.checkpoint import unwrap
 from segdeconv.errors import ConfigError
 from segdeconv.inference.montecarlo import MCDropout
 from segdeconv.models.bayesian import dropout_layers
-from segdeconv.visualize.evidence import Region, as_batch, class_evidence, region_mask
-from segdeconv.visualize.occlusion import check_window, mean_probability, window_starts
+from segdeconv.visualize.evidence import Region, as_batch, class_evidence
+from segdeconv.visualize.occlusion import occlusion_maps
 
 log = logging.getLogger("segdeconv")
 DEFAULT_MC_SAMPLES = 8
@@ -42,6 +42,7 @@ class MapSettings:
     patch: int = 32
     stride: int = 16
     batch_size: int = 16
+    input_size: Optional[tuple[int, int]] = None  # occlusion at the model's training size (None: the image's)
     grid: int = 0
     mc_samples: Optional[int] = None
 
@@ -127,39 +128,6 @@ def grid_cells(model: nn.Module, image: Tensor, label: Tensor, grid: int, method
     return cells
 
 
-def occlusion_maps(model: nn.Module, image: Tensor, classes: Sequence[int], region: Region = None, patch: int = 32,
-                   stride: int = 16, batch_size: int = 16, fill: float = 0.0) -> dict[int, Tensor]:
-    """:func:`~segdeconv.visualize.occlusion.occlusion_map` of several classes from one sweep (Z&F §4.2):
-    each occluded copy goes through the model once and scores every class over its own region, so the
-    explorer's maps of all predicted classes cost one map's forwards. Equal to ``occlusion_map`` per class."""
-    net = unwrap(model)
-    p = next(net.parameters(), None)
-    x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    check_window(size, patch, stride, batch_size)
-    windows = [(y, x0) for y in window_starts(size[0], patch, stride) for x0 in window_starts(size[1], patch, stride)]
-
-    def score(out: Tensor) -> Tensor:  # (b, K): each class's mean probability over its own region
-        return torch.stack([mean_probability(out, c, m) for c, m in zip(classes, masks)], 1)
-
-    with torch.inference_mode(), eval_mode(net):
-        logits = net(x)
-        masks = [region_mask(region, size, logits[0].argmax(0), c) for c in classes]
-        base = score(logits)  # (1, K)
-        total = torch.zeros(len(classes), *size, dtype=torch.float64)
-        count = torch.zeros(size, dtype=torch.float64)
-        for i in range(0, len(windows), batch_size):
-            batch = windows[i:i + batch_size]
-            copies = x.expand(len(batch), -1, -1, -1).clone()  # (b, 3, H, W)
-            for j, (y0, x0) in enumerate(batch):
-                copies[j, :, y0:y0 + patch, x0:x0 + patch] = fill
-            drops = (base - score(net(copies))).double().cpu()  # (b, K)
-            for (y0, x0), d in zip(batch, drops):
-                total[:, y0:y0 + patch, x0:x0 + patch] += d.view(-1, 1, 1)
-                count[y0:y0 + patch, x0:x0 + patch] += 1
-    return {c: (total[k] / count).float() for k, c in enumerate(classes)}
-
-
 def chosen_classes(classes: Optional[Sequence[int]], label: Tensor, region: Region) -> list[int]:
     """``classes``, or (None) every predicted class, largest area first; with ``region=None`` (the class's
     mask) only the classes predicted somewhere are kept."""
@@ -181,7 +149,8 @@ def image_maps(model: nn.Module, image: Tensor, shown: Tensor, name: str, classe
     if s.evidence:
         maps.evidence = {c: class_evidence(model, image, c, s.region, s.method).cpu() for c in chosen}
     if s.occlusion and chosen:
-        maps.occlusion = occlusion_maps(model, image, chosen, s.region, s.patch, s.stride, s.batch_size)
+        occ = occlusion_maps(model, image, chosen, s.region, s.patch, s.stride, s.batch_size, input_size=s.input_size)
+        maps.occlusion = dict(zip(chosen, occ))
     if classes is not None and len(maps.evidence or maps.occlusion) < len(classes):
         log.info("%s: classes not predicted in the image have no maps (evidence.region=mask)", name)
     if s.grid:
@@ -189,5 +158,5 @@ def image_maps(model: nn.Module, image: Tensor, shown: Tensor, name: str, classe
     return maps
 
 
-__all__ = ["MapSettings", "Cell", "ImageMaps", "image_maps", "occlusion_maps", "grid_cells", "cell_centres",
+__all__ = ["MapSettings", "Cell", "ImageMaps", "image_maps", "grid_cells", "cell_centres",
            "predict", "mc_passes"]

@@ -97,6 +97,17 @@ def occlusion_map(model: nn.Module, image: Tensor, class_index: ClassRef, region
     occluded copies per forward. Each pixel holds the mean drop over the patches that cover it.
     ``input_size=(h, w)``: run the model at that size (the training size; see the module doc).
     """
+    return occlusion_maps(model, image, [class_index], region, patch, stride, batch_size, fill, class_names,
+                          input_size)[0]
+
+
+def occlusion_maps(model: nn.Module, image: Tensor, classes: Sequence[ClassRef], region: Region = None,
+                   patch: int = 32, stride: int = 16, batch_size: int = 16, fill: float = 0.0,
+                   class_names: Optional[Sequence[str]] = None,
+                   input_size: Optional[Sequence[int]] = None) -> Tensor:
+    """:func:`occlusion_map` of several classes from one sweep ``(K, H, W)``: each occluded copy goes
+    through the model once and scores every class over its own region (its predicted mask when
+    ``region`` is None), so K classes cost one map's forwards."""
     net = unwrap(model)
     p = next(net.parameters(), None)
     x = as_batch(image).detach().to(p.device if p is not None else image.device, torch.float32)
@@ -106,18 +117,18 @@ def occlusion_map(model: nn.Module, image: Tensor, class_index: ClassRef, region
     if min(small) < 1:
         raise ConfigError(f"input_size={tuple(input_size or ())} must be two sizes >= 1 (h, w)")
     if small == size:
-        return _occlusion(net, x, class_index, region, (patch, patch), (stride, stride), batch_size, fill, class_names)
+        return _occlusion(net, x, classes, region, (patch, patch), (stride, stride), batch_size, fill, class_names)
     sy, sx = small[0] / size[0], small[1] / size[1]
     x = F.interpolate(x, size=small, mode="bilinear", align_corners=False)  # as Predictor's input_size="train"
-    m = _occlusion(net, x, class_index, _scale_region(region, size, small, x.device),
+    m = _occlusion(net, x, classes, _scale_region(region, size, small, x.device),
                    (_scaled(patch, sy), _scaled(patch, sx)), (_scaled(stride, sy), _scaled(stride, sx)),
                    batch_size, fill, class_names)
-    return F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
-def _occlusion(net: nn.Module, x: Tensor, class_index: ClassRef, region: Region, patch: Pair, stride: Pair,
+def _occlusion(net: nn.Module, x: Tensor, classes: Sequence[ClassRef], region: Region, patch: Pair, stride: Pair,
                batch_size: int, fill: float, class_names: Optional[Sequence[str]]) -> Tensor:
-    """The occlusion map of ``x`` (1, 3, H, W) at its own size, with a ``patch`` (ph, pw) window."""
+    """The occlusion maps ``(K, H, W)`` of ``x`` (1, 3, H, W) at its own size, with a ``patch`` (ph, pw) window."""
     x = x.contiguous(memory_format=torch.channels_last)  # oneDNN convolves channels-last faster on CPU
     size = (int(x.shape[-2]), int(x.shape[-1]))
     (ph, pw), modes = patch, [(m, m.training) for m in net.modules()]
@@ -125,23 +136,27 @@ def _occlusion(net: nn.Module, x: Tensor, class_index: ClassRef, region: Region,
     try:
         with torch.inference_mode():
             logits = net(x)  # (1, C, H, W)
-            c = check_class(class_index, int(logits.shape[1]), class_names)
-            mask = region_mask(region, size, logits[0].argmax(0), c)
-            base = mean_probability(logits, c, mask)  # (1,)
-            total = torch.zeros(size, dtype=torch.float64, device=x.device)
+            cs = [check_class(c, int(logits.shape[1]), class_names) for c in classes]
+            masks = [region_mask(region, size, logits[0].argmax(0), c) for c in cs]
+
+            def score(out: Tensor) -> Tensor:  # (b, K): each class's mean probability over its own region
+                return torch.stack([mean_probability(out, c, m) for c, m in zip(cs, masks)], 1)
+
+            base = score(logits)  # (1, K)
+            total = torch.zeros(len(cs), *size, dtype=torch.float64, device=x.device)
             count = torch.zeros(size, dtype=torch.float64, device=x.device)
             for batch in _batches(_windows(size, patch, stride), batch_size):
                 copies = x.expand(len(batch), -1, -1, -1).clone(memory_format=torch.channels_last)  # (b, 3, H, W)
                 for i, (y0, x0) in enumerate(batch):
                     copies[i, :, y0:y0 + ph, x0:x0 + pw] = fill
-                drops = base - mean_probability(net(copies), c, mask)  # (b,)
-                for (y0, x0), d in zip(batch, drops.double().tolist()):
-                    total[y0:y0 + ph, x0:x0 + pw] += d
+                drops = (base - score(net(copies))).double()  # (b, K)
+                for (y0, x0), d in zip(batch, drops):
+                    total[:, y0:y0 + ph, x0:x0 + pw] += d.view(-1, 1, 1)
                     count[y0:y0 + ph, x0:x0 + pw] += 1
     finally:
         for m, mode in modes:
             m.training = mode
-    return (total / count).float()  # (H, W); every pixel is covered (stride <= patch)
+    return (total / count).float()  # (K, H, W); every pixel is covered (stride <= patch)
 
 
-__all__ = ["occlusion_map", "mean_probability", "window_starts"]
+__all__ = ["occlusion_map", "occlusion_maps", "mean_probability", "window_starts"]
