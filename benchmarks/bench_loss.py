@@ -22,6 +22,7 @@ from common import machine_line  # noqa: E402
 
 from segdeconv.losses import CrossEntropy, LovaszSoftmax, WeightedSum  # noqa: E402
 from segdeconv.models import SegNet, VGGEncoder  # noqa: E402
+from segdeconv.models.memory.policy import MemoryPolicy, apply_policy  # noqa: E402
 
 SIZES = {"176x240": (8, 176, 240), "352x480": (4, 352, 480)}
 
@@ -67,7 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     for size in args.sizes:
         b, h, w = SIZES[size]
-        model = SegNet(11, VGGEncoder(width=0.25)).train()
+        model = apply_policy(SegNet(11, VGGEncoder(width=0.25)), MemoryPolicy()).train()  # the trainer's default: lean
         x, y = torch.randn(b, 3, h, w), torch.randint(0, 11, (b, h, w))
         for name, (step, loss) in step_times(model, losses(args.bins), x, y, args.rounds).items():
             print(f"| {size} | {b} | {name} | {step:.2f} | {b / step:.2f} | {loss:.2f} | {100 * loss / step:.0f} % |")
