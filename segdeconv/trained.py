@@ -25,6 +25,7 @@ from segdeconv.engine.checkpoint import load_checkpoint, load_model_state, weigh
 from segdeconv.engine.runtime import resolve_device
 from segdeconv.errors import CheckpointError, ConfigError
 from segdeconv.models import registry
+from segdeconv.models.memory.policy import MemoryPolicy, apply_policy
 from segdeconv.palette import default_palette
 
 PathLike = Union[str, Path]
@@ -72,7 +73,9 @@ def load_trained(path: PathLike, device: Union[str, torch.device] = "cpu", key: 
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
     load_model_state(model, ckpt[weights_key(ckpt)], path)
-    model = model.to(dev).eval()
+    # inference runs the paper's plain graph: the training-memory policies (lean, recompute) only change how
+    # autograd stores a step, and their forward wrappers would hide the model's signature from torch.export
+    model = apply_policy(model, MemoryPolicy(lean=False)).to(dev).eval()
     n = registry.num_classes_of(model)
     dataset_cfg, trainer = dict(cfg.get("dataset") or {}), cfg.get("trainer") or {}
     size = dataset_cfg.get("image_size")

@@ -267,7 +267,9 @@ def test_optimized_predictor_matches_the_plain_model(tiny_ckpt, image, precision
         ref = Predictor.from_checkpoint(tiny_ckpt, device="cpu", precision="fp32", optimize=False).predict_proba(image)
         err_fast, err_exact = np.abs(p_fast - ref), np.abs(p_exact - ref)
         assert err_fast.mean() < 1.5 * err_exact.mean() + 1e-3, (err_fast.mean(), err_exact.mean())
-        assert diff < 2 * err_exact.max() + 0.02 and diff < 0.25, (diff, err_exact.max())
+        # the cap is a sanity bound: on an AVX512 CPU without native bf16 (emulated) one probability of the
+        # barely trained test model moved by 0.27 (bf16's own max error there: 0.13)
+        assert diff < 2 * err_exact.max() + 0.02 and diff < 0.4, (diff, err_exact.max())
     # Masks: identical wherever the exact top-1 leads by more than the rounding moved any probability
     # (the barely trained test model has near-ties, and emulated bf16 on AVX2 rounds differently).
     top2 = np.sort(p_exact, axis=0)[-2:]

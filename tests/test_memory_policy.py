@@ -126,4 +126,6 @@ def test_checkpoints_with_the_old_keys_load_through_the_migration(caplog):
 
     with caplog.at_level(logging.WARNING, logger="segdeconv"):
         model = load_trained(REPO / "checkpoints" / "camvid_segnet_cpu.pt").model  # format 1: checkpoint=False
-    assert policy_of(model) == MemoryPolicy() and not [r for r in caplog.records if "deprecated" in r.getMessage()]
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+    assert policy_of(model) == MemoryPolicy(lean=False)  # inference: the plain graph (torch.export sees forward(x))
+    assert model.forward.__func__ is type(model).forward

@@ -56,19 +56,31 @@ def overrides(experiment: str, roots: dict, stage1=None) -> list[str]:
     return extra
 
 
+# the recipes that start from another recipe's checkpoint (model.init_from) → that recipe
+STAGE1 = {"voc_deconvnet_stage2": "voc_deconvnet_stage1", "camvid_segnet_cpu_full": "camvid_segnet_cpu"}
+
+
 @pytest.fixture(scope="module")
 def stage1(roots, tmp_path_factory):
-    """A shrunk DeconvNet stage-1 checkpoint for the stage-2 recipe's model.init_from."""
-    out = tmp_path_factory.mktemp("stage1")
-    fit(compose_cfg(["experiment=voc_deconvnet_stage1", "debug=default", f"output_dir={out}",
-                     *overrides("voc_deconvnet_stage1", roots)]))
-    return out / "checkpoints" / "last.pt"
+    """``stage1(experiment)``: a shrunk checkpoint of the recipe ``experiment`` starts from (None if none),
+    trained once per module in debug mode."""
+    made: dict = {}
+
+    def get(experiment: str):
+        first = STAGE1.get(experiment)
+        if first is not None and first not in made:
+            out = tmp_path_factory.mktemp(first)
+            fit(compose_cfg([f"experiment={first}", "debug=default", f"output_dir={out}", *overrides(first, roots)]))
+            made[first] = out / "checkpoints" / "last.pt"
+        return made.get(first)
+
+    return get
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_recipe_runs_in_debug_mode(experiment, roots, stage1, tmp_path):
     cfg = compose_cfg([f"experiment={experiment}", "debug=default", f"output_dir={tmp_path}",
-                       *overrides(experiment, roots, stage1)])
+                       *overrides(experiment, roots, stage1(experiment))])
     metrics = fit(cfg)
     assert 0.0 <= metrics["mIoU"] <= 1.0
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
@@ -105,6 +117,8 @@ PROMISES = {
                            weights=(SEGNET_TUTORIAL_SUN_WEIGHTS, 1.0)),
     "sunrgbd_segnet_plus": dict(opt="SGD", lr=1e-3, wd=5e-4, momentum=0.9, accumulate=1, batch=4, normalize="valid",
                                 weights=(SEGNET_TUTORIAL_SUN_WEIGHTS, 1.0)),
+    "camvid_segnet_cpu_full": dict(opt="AdamW", lr=5e-4, wd=2e-4, accumulate=1, batch=4, normalize="weight",
+                                   weights=("median_freq", 0.5), plus=("LovaszSoftmax", 1.0)),
     "voc_deconvnet_stage1": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
                                  normalize="weight", weights=None),
     "voc_deconvnet_stage2": dict(opt="SGD", lr=0.01, wd=5e-4, momentum=0.9, accumulate=8, batch=8,
@@ -120,7 +134,7 @@ def test_every_recipe_has_its_promises_listed():
 def test_recipe_settings_reach_the_optimizer_loss_and_loop(experiment, roots, stage1, tmp_path):
     p = PROMISES[experiment]
     tr = build_trainer(compose_cfg([f"experiment={experiment}", f"output_dir={tmp_path}",
-                                    *overrides(experiment, roots, stage1)]))
+                                    *overrides(experiment, roots, stage1(experiment))]))
     group = tr.optimizer.param_groups[0]
     assert type(tr.optimizer).__name__ == p["opt"]
     assert group["initial_lr"] == pytest.approx(p["lr"]) and group["weight_decay"] == pytest.approx(p["wd"])
